@@ -1,0 +1,33 @@
+"""jaxvene: causal interventions on JAX models, in pyvene's words, on a pure functional core.
+
+>>> import jaxvene as jv
+>>> config = jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
+...                                intervention_types=jv.VanillaIntervention)
+>>> model = jv.IntervenableModel(config, flax_model)
+"""
+
+from ._config import IntervenableConfig as IntervenableConfig
+from ._config import RepresentationConfig as RepresentationConfig
+from ._model import IntervenableModel as IntervenableModel
+from ._model import IntervenableModelOutput as IntervenableModelOutput
+from ._interventions import Intervention as Intervention
+from ._interventions import InterventionOutput as InterventionOutput
+from ._interventions import TrainableIntervention as TrainableIntervention
+from ._interventions import ConstantSourceIntervention as ConstantSourceIntervention
+from ._interventions import SourcelessIntervention as SourcelessIntervention
+from ._interventions import BasisAgnosticIntervention as BasisAgnosticIntervention
+from ._interventions import LocalistRepresentationIntervention as LocalistRepresentationIntervention
+from ._interventions import DistributedRepresentationIntervention as DistributedRepresentationIntervention
+from ._interventions import VanillaIntervention as VanillaIntervention
+from ._interventions import AdditionIntervention as AdditionIntervention
+from ._interventions import SubtractionIntervention as SubtractionIntervention
+from ._interventions import ZeroIntervention as ZeroIntervention
+from ._interventions import CollectIntervention as CollectIntervention
+from ._interventions import SkipIntervention as SkipIntervention
+from ._interventions import NoiseIntervention as NoiseIntervention
+from ._interventions import LambdaIntervention as LambdaIntervention
+from ._hooks import tap as tap
+from ._adapters import HFFlaxAdapter as HFFlaxAdapter
+from . import core as core
+
+__version__ = "0.1.0"

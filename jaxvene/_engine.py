@@ -1,0 +1,238 @@
+"""The pure core: one function from (params, inputs, interventions, locations) to outputs.
+
+Data flow of :func:`run`:
+
+* **Static** (decides what is compiled): the :class:`Plan`, i.e. which interventions sit at
+  which sites, their units, which source feeds which, parallel or serial mode. It is a frozen
+  dataclass, hashable, and closed over by the jitted function.
+* **Traced** (data; new values never recompile): model params, inputs, the intervention
+  modules' arrays, locations (int arrays), subspaces (int arrays), constant sources, PRNG key.
+
+Locations, per placement `i`, are a pair `(source_loc, base_loc)`; each is `None` (the whole
+activation), an int array `(B, U)` of positions (unit `"pos"`) or heads (unit `"h"`), or a
+pair `(heads (B, Uh), positions (B, Up))` for unit `"h.pos"`. They index the site's view:
+`(B, S, D)` for ordinary components, `(B, H, S, Dh)` for head components.
+
+Parallel mode runs each source once (a group's interventions share its run), reading the
+activations at the source locations, then runs the base once with every intervention applied
+in config order. Serial mode chains the runs: the interventions of group g read source g and
+act on the run of source g+1 (the base for the last group). Source runs are ordinary forward
+passes whose outputs are unused, so under `jit` XLA drops the layers after the last site read.
+
+>>> outputs, collected = run(adapter, plan, params, interventions, base, sources, locations)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ._hooks import handling
+from ._interventions import Intervention, InterventionOutput
+from ._sites import Site
+
+__all__ = ["Placement", "Plan", "run", "gather", "scatter"]
+
+UNITS = ("pos", "h", "h.pos")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One representation: an intervention (by `slot`) at a `site`, fed by source `group`.
+
+    `source_site` is where the source run is read; it differs from `site` only for
+    interventions that read a module's input (Skip).
+    """
+
+    site: Site
+    unit: str
+    slot: int
+    group: int
+    source_site: Site
+
+
+@dataclass(frozen=True)
+class Plan:
+    placements: tuple[Placement, ...]
+    mode: str = "parallel"
+    num_groups: int = 1
+
+    def __post_init__(self):
+        if self.mode not in ("parallel", "serial"):
+            raise ValueError(f"mode must be 'parallel' or 'serial', got {self.mode!r}")
+
+    def taps(self) -> frozenset[str]:
+        return frozenset(t for p in self.placements for t in (p.site.tap, p.source_site.tap))
+
+
+# ---------------------------------------------------------------------------- indexing
+def gather(view: jax.Array, unit: str, loc) -> jax.Array:
+    """Select units of a view: `(B, U, D)` for positions, `(B, Uh, S, Dh)` for heads,
+    `(B, Uh, Up, Dh)` for heads at positions. `loc=None` selects everything."""
+    if loc is None:
+        return view
+    if unit == "h.pos":
+        heads, pos = loc
+        b = jnp.arange(view.shape[0])[:, None, None]
+        return view[b, heads[:, :, None], pos[:, None, :]]
+    idx = loc.reshape(loc.shape + (1,) * (view.ndim - 2))
+    return jnp.take_along_axis(view, idx, axis=1)
+
+
+def scatter(view: jax.Array, unit: str, loc, new: jax.Array) -> jax.Array:
+    """Write `new` (shaped like `gather(view, unit, loc)`) back into `view`."""
+    new = new.astype(view.dtype)
+    if loc is None:
+        if new.shape != view.shape:
+            raise ValueError(f"an intervention returned shape {new.shape} for an activation of shape {view.shape}")
+        return new
+    if unit == "h.pos":
+        heads, pos = loc
+        b = jnp.arange(view.shape[0])[:, None, None]
+        return view.at[b, heads[:, :, None], pos[:, None, :]].set(new)
+    b = jnp.arange(view.shape[0])[:, None]
+    return view.at[b, loc].set(new)
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    """pyvene's layout for distributed interventions: units concatenated on the last axis."""
+    if x.ndim == 3:
+        return x.reshape(x.shape[0], -1)
+    if x.ndim == 4:  # (B, Uh, Up, Dh) -> (B, Up, Uh * Dh)
+        b, h, p, d = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(b, p, h * d)
+    return x
+
+
+def _unflatten(x: jax.Array, like: jax.Array) -> jax.Array:
+    if like.ndim == 3:
+        return x.reshape(like.shape)
+    if like.ndim == 4:
+        b, h, p, d = like.shape
+        return x.reshape(b, p, h, d).transpose(0, 2, 1, 3)
+    return x
+
+
+def _apply_intervention(iv: Intervention, base, source, subspaces, key):
+    distributed = not iv.localist and not iv.keep_last_dim and base.ndim > 2
+    b_in = _flatten(base) if distributed else base
+    s_in = _flatten(source) if (distributed and source is not None and source.ndim == base.ndim) else source
+    out = iv(b_in, s_in, subspaces, key=key)
+    latent = None
+    if isinstance(out, InterventionOutput):
+        out, latent = out.output, out.latent
+    if out is not None and distributed:
+        out = _unflatten(out, base)
+    return out, latent
+
+
+# ---------------------------------------------------------------------------- the core
+def run(
+    adapter,
+    plan: Plan,
+    params,
+    interventions: Sequence[Intervention],
+    base: dict,
+    sources: Sequence[Optional[dict]],
+    locations: Sequence[tuple[Any, Any]],
+    subspaces: Optional[Sequence[Optional[jax.Array]]] = None,
+    source_representations: Optional[Sequence[Optional[jax.Array]]] = None,
+    key: Optional[jax.Array] = None,
+):
+    """Run the model on `base` with the plan's interventions; a pure function.
+
+    Args:
+      adapter: the model (e.g. :class:`jaxvene.HFFlaxAdapter`); static.
+      plan: the placements; static.
+      params: the model's params pytree.
+      interventions: one intervention module per slot (linked representations share a slot).
+      base: model inputs, e.g. `{"input_ids": (B, T) ints, "attention_mask": (B, T)}`.
+      sources: one input dict (or `None`) per group.
+      locations: per placement, `(source_loc, base_loc)` as in the module docstring.
+      subspaces: per placement, `None` or an int array `(B, K)` of indices (`-1` pads).
+      source_representations: per placement, `None` or a constant source activation.
+      key: PRNG key for stochastic interventions (split per placement).
+
+    Returns:
+      `(outputs, collected)`: the base run's output fields (a dict, e.g. `{"logits": ...}`)
+      and a tuple with, per placement, the collected activations (Collect interventions),
+      the latent an intervention returned, or `None`.
+    """
+    n = len(plan.placements)
+    subspaces = tuple(subspaces) if subspaces is not None else (None,) * n
+    constants = tuple(source_representations) if source_representations is not None else (None,) * n
+    if len(locations) != n or len(subspaces) != n or len(constants) != n:
+        raise ValueError(f"the plan has {n} placements; locations, subspaces and source representations need one entry each")
+    if len(sources) != plan.num_groups:
+        raise ValueError(f"the plan has {plan.num_groups} source groups but {len(sources)} sources were given")
+
+    def needs_source(i: int) -> bool:
+        iv = interventions[plan.placements[i].slot]
+        return not iv.is_source_constant and constants[i] is None
+
+    def active(i: int) -> bool:
+        # an intervention whose source group has no input is skipped (pyvene's "smart jump")
+        return not needs_source(i) or sources[plan.placements[i].group] is not None
+
+    source_acts: dict[int, jax.Array] = {}
+    collected: list = [None] * n
+
+    def model_pass(inputs, setters: Sequence[int], getters: Sequence[int]):
+        by_tap: dict[str, list] = {}
+        for i in setters:
+            by_tap.setdefault(plan.placements[i].site.tap, []).append(("set", i))
+        for i in getters:
+            by_tap.setdefault(plan.placements[i].source_site.tap, []).append(("get", i))
+
+        def handler(name, value):
+            for op, i in by_tap.get(name, ()):
+                if op == "get":
+                    site = plan.placements[i].source_site
+                    source_acts[i] = gather(site.view(value), plan.placements[i].unit, locations[i][0])
+                else:
+                    value = _set(i, value)
+            return value
+
+        with handling(handler, by_tap.keys(), adapter.overrides(set(by_tap))):
+            return adapter.apply(params, inputs)
+
+    def _set(i: int, value):
+        p = plan.placements[i]
+        iv = interventions[p.slot]
+        view = p.site.view(value)
+        loc = locations[i][1]
+        selected = gather(view, p.unit, loc)
+        subkey = None if key is None else jax.random.fold_in(key, i)
+        if iv.collects:
+            collected[i] = iv(selected, None, subspaces[i], key=subkey)
+            return value
+        source = constants[i] if constants[i] is not None else source_acts.get(i)
+        new, latent = _apply_intervention(iv, selected, source, subspaces[i], subkey)
+        if latent is not None:
+            collected[i] = latent
+        if new is None:
+            return value
+        return p.site.unview(value, scatter(view, p.unit, loc, new))
+
+    groups = [[i for i, p in enumerate(plan.placements) if p.group == g and active(i)] for g in range(plan.num_groups)]
+    if plan.mode == "parallel":
+        for g, members in enumerate(groups):
+            getters = [i for i in members if needs_source(i)]
+            if getters:
+                model_pass(sources[g], (), getters)
+        setters = [i for members in groups for i in members]
+        outputs = model_pass(base, setters, ())
+    else:
+        previous: list[int] = []
+        for g, members in enumerate(groups):
+            if sources[g] is None:
+                previous = members
+                continue
+            getters = [i for i in members if needs_source(i)]
+            model_pass(sources[g], previous, getters)
+            previous = members
+        outputs = model_pass(base, previous, ())
+    return outputs, tuple(collected)

@@ -1,0 +1,114 @@
+"""Site tables: pyvene's component names for each HuggingFace Flax model family.
+
+One table per family maps a component to where it lives inside a layer: a module path relative
+to the layer, whether the value is that module's input or output, and how to view it (a third
+of GPT-2's fused q/k/v projection; split into query heads or key/value heads). Adding a family
+means adding a table here, not touching the engine.
+
+Conventions shared with pyvene: q/k/v are the projections *before* rotary embeddings;
+`mlp_activation` is the activation function's output (GPT-2: the input of `c_proj`; LLaMA:
+`act(gate_proj(x))`, before the product with `up_proj(x)`); `attention_value_output` is the
+concatenation of the heads' outputs before the output projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+__all__ = ["Component", "Family", "FAMILIES", "family_for"]
+
+
+@dataclass(frozen=True)
+class Component:
+    path: str  # relative to the layer; "" is the layer itself
+    io: str  # "input" or "output"
+    part: Optional[tuple[int, int]] = None
+    heads: Optional[str] = None  # "query" or "kv": which head count splits the last axis
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    layers: str  # path of the layer stack inside the base model ("h", "layers")
+    components: Mapping[str, Component]
+    heads: Callable[[object], Mapping[str, int]]  # config -> {"query": H, "kv": H_kv}
+    # module path relative to the layer -> (override, tap suffixes it reports)
+    overrides: Mapping[str, tuple[Callable, tuple[str, ...]]] = field(default_factory=dict)
+    model_types: tuple[str, ...] = ()
+
+
+def _qkv(index: int, heads: Optional[str] = None) -> Component:
+    return Component("attn.c_attn", "output", part=(index, 3), heads=heads)
+
+
+GPT2 = Family(
+    name="gpt2",
+    layers="h",
+    model_types=("gpt2",),
+    components={
+        "block_input": Component("", "input"),
+        "block_output": Component("", "output"),
+        "mlp_input": Component("mlp", "input"),
+        "mlp_activation": Component("mlp.c_proj", "input"),
+        "mlp_output": Component("mlp", "output"),
+        "attention_input": Component("attn", "input"),
+        "attention_output": Component("attn", "output"),
+        "attention_value_output": Component("attn.c_proj", "input"),
+        "head_attention_value_output": Component("attn.c_proj", "input", heads="query"),
+        "query_output": _qkv(0),
+        "key_output": _qkv(1),
+        "value_output": _qkv(2),
+        "head_query_output": _qkv(0, "query"),
+        "head_key_output": _qkv(1, "query"),
+        "head_value_output": _qkv(2, "query"),
+    },
+    heads=lambda config: {"query": config.n_head, "kv": config.n_head},
+)
+
+
+def _gated_mlp(module, args, kwargs, emit):
+    """LLaMA-style MLP with the activation exposed as the tap `act_fn.output`."""
+    hidden = args[0] if args else next(iter(kwargs.values()))
+    gate = emit("act_fn.output", module.act(module.gate_proj(hidden)))
+    return module.down_proj(module.up_proj(hidden) * gate)
+
+
+LLAMA = Family(
+    name="llama",
+    layers="layers",
+    model_types=("llama", "mistral", "gemma"),
+    components={
+        "block_input": Component("", "input"),
+        "block_output": Component("", "output"),
+        "mlp_input": Component("mlp", "input"),
+        "mlp_activation": Component("mlp.act_fn", "output"),
+        "mlp_output": Component("mlp", "output"),
+        "attention_input": Component("self_attn", "input"),
+        "attention_output": Component("self_attn", "output"),
+        "attention_value_output": Component("self_attn.o_proj", "input"),
+        "head_attention_value_output": Component("self_attn.o_proj", "input", heads="query"),
+        "query_output": Component("self_attn.q_proj", "output"),
+        "key_output": Component("self_attn.k_proj", "output"),
+        "value_output": Component("self_attn.v_proj", "output"),
+        "head_query_output": Component("self_attn.q_proj", "output", heads="query"),
+        "head_key_output": Component("self_attn.k_proj", "output", heads="kv"),
+        "head_value_output": Component("self_attn.v_proj", "output", heads="kv"),
+    },
+    heads=lambda config: {"query": config.num_attention_heads, "kv": config.num_key_value_heads},
+    overrides={"mlp": (_gated_mlp, ("act_fn.output",))},
+)
+
+FAMILIES = (GPT2, LLAMA)
+
+
+def family_for(config) -> Family:
+    model_type = getattr(config, "model_type", None)
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    known = sorted(t for f in FAMILIES for t in f.model_types)
+    raise NotImplementedError(
+        f"jaxvene has no site table for model_type {model_type!r} (it has: {', '.join(known)}). "
+        "Address modules by path instead, e.g. component='model.layers[0].mlp.output'."
+    )

@@ -1,0 +1,389 @@
+"""`IntervenableModel`: pyvene's calling conventions on top of the pure core.
+
+It resolves the config once (sites, intervention objects, groups, links), then each call turns
+pyvene's nested arguments into checked arrays and runs one jitted program. Locations and
+subspaces are data, so new positions reuse the compiled program; a new set of sites, a change
+of input shape or of which arguments are `None` compiles a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._adapters import adapt
+from ._config import IntervenableConfig, RepresentationConfig
+from ._engine import UNITS, Placement, Plan, run
+from ._interventions import Intervention, LambdaIntervention
+from ._locations import (
+    broadcast_sources,
+    broadcast_subspaces,
+    broadcast_unit_locations,
+    expand_subspaces,
+    placement_locations,
+)
+from ._sites import Site
+
+__all__ = ["IntervenableModel", "IntervenableModelOutput"]
+
+
+@dataclasses.dataclass
+class IntervenableModelOutput:
+    """What `IntervenableModel(..., return_dict=True)` returns."""
+
+    original_outputs: Any = None
+    intervened_outputs: Any = None
+    collected_activations: Any = None
+
+
+def _as_config(config) -> IntervenableConfig:
+    if isinstance(config, IntervenableConfig):
+        return config
+    return IntervenableConfig(config)
+
+
+def _representation_key(rep: RepresentationConfig, counter: dict) -> str:
+    unit = rep.unit.replace(".", "_")
+    if "." in rep.component:
+        proposal = f"comp_{rep.component.replace('.', '_')}_unit_{unit}_nunit_{rep.max_number_of_units}"
+    else:
+        proposal = f"layer_{rep.layer}_comp_{rep.component}_unit_{unit}_nunit_{rep.max_number_of_units}"
+    counter[proposal] = counter.get(proposal, -1) + 1
+    return f"{proposal}#{counter[proposal]}"
+
+
+def _construct(cls, rep: RepresentationConfig, embed_dim: int) -> Intervention:
+    """Instantiate an intervention class with the config fields its constructor takes."""
+    if not (isinstance(cls, type) and issubclass(cls, Intervention)):
+        raise TypeError(f"intervention_type must be a jaxvene Intervention class, got {cls!r}")
+    offered = {k: v for k, v in rep._asdict().items() if v is not None}
+    offered["embed_dim"] = embed_dim
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        base = inspect.signature(Intervention.__init__).parameters
+        accepted = set(params) | set(base)
+    else:
+        accepted = set(params)
+    return cls(**{k: v for k, v in offered.items() if k in accepted})
+
+
+class IntervenableModel:
+    """A model with interventions, called like pyvene's `IntervenableModel`.
+
+    >>> config = jv.IntervenableConfig([{"layer": 2, "component": "block_output"}],
+    ...                                intervention_types=jv.VanillaIntervention)
+    >>> model = jv.IntervenableModel(config, flax_gpt2)
+    >>> _, patched = model({"input_ids": base}, [{"input_ids": source}],
+    ...                    {"sources->base": 3})
+    >>> patched.logits.shape
+    (1, 6, 50257)
+
+    The pure function underneath is :func:`jaxvene.core.run`; :meth:`plan` and
+    :meth:`intervention_params` give its static and traced arguments.
+    """
+
+    def __init__(self, config, model, use_fast: bool = False, as_adaptor: bool = False, **kwargs):
+        if as_adaptor:
+            raise NotImplementedError("as_adaptor is not supported yet")
+        self.config = _as_config(config)
+        self.model = model
+        self.adapter = adapt(model)
+        self.mode = self.config.mode
+        self.use_fast = use_fast  # accepted for pyvene compatibility; locations are always per example
+        reps = self.config.representations
+        counter: dict = {}
+        self.sorted_keys = [_representation_key(r, counter) for r in reps]
+        self.representations = dict(zip(self.sorted_keys, reps))
+
+        sites = [self._site(r) for r in reps]
+        shapes = self.adapter.tap_shapes(sorted({s.tap for s in sites}))
+        groups = self._groups(reps)
+        slots: list[int] = []
+        unique: list[Intervention] = []
+        links: dict = {}
+        self.interventions: dict[str, Intervention] = {}
+        placements = []
+        for key, rep, site, cls, group in zip(self.sorted_keys, reps, sites, self.config.intervention_types, groups):
+            site.check_tap_shape(shapes[site.tap])
+            width = site.view_shape(shapes[site.tap])[-1]
+            if rep.intervention_link_key is not None and rep.intervention_link_key in links:
+                slot = links[rep.intervention_link_key]
+            else:
+                slot = len(unique)
+                unique.append(self._make_intervention(rep, cls, width * int(rep.max_number_of_units)))
+                if rep.intervention_link_key is not None:
+                    links[rep.intervention_link_key] = slot
+            iv = unique[slot]
+            self.interventions[key] = iv
+            placements.append(Placement(site, rep.unit, slot, group, self._source_site(site, iv, rep)))
+        self._slots = unique
+        self._plan = Plan(tuple(placements), self.mode, max(groups) + 1 if groups else 0)
+        self._compiled = None
+        self._plain = None
+        self.trace_count = 0  # how many times the intervened program was traced (compiled)
+
+    # ------------------------------------------------------------------ construction
+    def _site(self, rep: RepresentationConfig) -> Site:
+        if rep.unit not in UNITS:
+            raise ValueError(f"unknown unit {rep.unit!r}; valid units are {', '.join(UNITS)}")
+        if rep.moe_key is not None:
+            raise NotImplementedError("moe_key is not supported: no built-in family has experts")
+        site = self.adapter.site(rep.component, rep.layer)
+        if site.is_head_site and rep.unit == "pos":
+            raise ValueError(
+                f"{rep.component} is a per-head component: use unit 'h' (heads) or 'h.pos' "
+                "(heads at positions), not 'pos'."
+            )
+        if not site.is_head_site and rep.unit != "pos":
+            raise ValueError(f"unit {rep.unit!r} needs a head component (head_*); {rep.component} takes unit 'pos'.")
+        return site
+
+    def _make_intervention(self, rep, cls, embed_dim) -> Intervention:
+        if rep.intervention is not None:
+            iv = rep.intervention
+            if isinstance(iv, Intervention):
+                return iv
+            if callable(iv):
+                return LambdaIntervention(iv)
+            raise TypeError(f"representation.intervention must be an Intervention or a function, got {iv!r}")
+        return _construct(cls, rep, embed_dim)
+
+    @staticmethod
+    def _groups(reps) -> list[int]:
+        keys = [r.group_key for r in reps]
+        if all(k is None for k in keys):
+            return list(range(len(reps)))
+        if any(k is None for k in keys):
+            raise ValueError("group_key must be set on every representation or on none")
+        if any(b < a for a, b in zip(keys, keys[1:])):
+            raise ValueError(f"group_key values must not decrease in config order; got {keys}")
+        order = sorted(set(keys))
+        return [order.index(k) for k in keys]
+
+    @staticmethod
+    def _source_site(site: Site, iv: Intervention, rep) -> Site:
+        if not iv.reads_module_input:
+            return site
+        if not site.tap.endswith(".output"):
+            raise ValueError(f"{type(iv).__name__} needs a module output component; {rep.component} is a module input")
+        return dataclasses.replace(site, tap=site.tap[: -len(".output")] + ".input")
+
+    # ------------------------------------------------------------------ pure-core access
+    def plan(self) -> Plan:
+        """The static part of a call: placements, mode, groups."""
+        return self._plan
+
+    def intervention_params(self) -> tuple:
+        """The traced part the interventions own: one module per slot (linked ones share)."""
+        return tuple(self._slots)
+
+    def set_intervention_params(self, interventions) -> None:
+        """Install trained interventions (same structure as :meth:`intervention_params`)."""
+        interventions = tuple(interventions)
+        if len(interventions) != len(self._slots):
+            raise ValueError(f"expected {len(self._slots)} interventions, got {len(interventions)}")
+        self._slots = list(interventions)
+        for key, p in zip(self.sorted_keys, self._plan.placements):
+            self.interventions[key] = self._slots[p.slot]
+
+    def _program(self):
+        if self._compiled is None:
+            adapter, plan = self.adapter, self._plan
+
+            def program(params, interventions, base, sources, locations, subspaces, constants, key):
+                self.trace_count += 1
+                return run(adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key)
+
+            self._compiled = eqx.filter_jit(program)
+        return self._compiled
+
+    # ------------------------------------------------------------------ calling
+    def prepare(self, base, sources=None, unit_locations=None, subspaces=None, source_representations=None):
+        """pyvene's arguments -> the checked arrays :func:`jaxvene.core.run` takes."""
+        adapter, plan = self.adapter, self._plan
+        base_in = adapter.prepare(base)
+        adapter.validate(base_in, "base")
+        batch, base_len = base_in["input_ids"].shape
+        n = len(plan.placements)
+        source_list = broadcast_sources(sources, plan.num_groups)
+        prepared_sources = []
+        for g, src in enumerate(source_list):
+            if src is None:
+                prepared_sources.append(None)
+                continue
+            src_in = adapter.prepare(src)
+            adapter.validate(src_in, f"source {g}")
+            if src_in["input_ids"].shape[0] != batch:
+                raise ValueError(
+                    f"source {g} has {src_in['input_ids'].shape[0]} examples but the base has {batch}; "
+                    "sources and base must have the same batch size."
+                )
+            prepared_sources.append(src_in)
+
+        shape_of = lambda inp: (None if inp is None else tuple(inp["input_ids"].shape))
+        locations = [None] * n
+        if self.mode == "parallel":
+            keys = ["sources->base"]
+            locs = broadcast_unit_locations(unit_locations, n, batch, keys)["sources->base"]
+            for i, p in enumerate(plan.placements):
+                src_shape = shape_of(prepared_sources[p.group]) or (batch, base_len)
+                locations[i] = placement_locations(
+                    locs, i, n, p.unit, (src_shape, (batch, base_len)), p.site.heads, f"intervention {i} ({p.site.describe()})"
+                )
+        else:
+            groups = plan.num_groups
+            keys = [f"source_{g}->source_{g + 1}" for g in range(groups - 1)] + [f"source_{groups - 1}->base"]
+            locs = broadcast_unit_locations(unit_locations, n, batch, keys)
+            for g, key in enumerate(keys):
+                members = [i for i, p in enumerate(plan.placements) if p.group == g]
+                target = prepared_sources[g + 1] if g + 1 < groups else base_in
+                src_shape = shape_of(prepared_sources[g]) or (batch, base_len)
+                tgt_shape = shape_of(target) or (batch, base_len)
+                pair = locs[key]
+                for j, i in enumerate(members):
+                    p = plan.placements[i]
+                    # pyvene indexes serial locations within the group; a full-length list works too
+                    count = n if _side_len(pair) == n and n != len(members) else len(members)
+                    index = i if count == n and n != len(members) else j
+                    locations[i] = placement_locations(
+                        pair, index, count, p.unit, (src_shape, tgt_shape), p.site.heads, f"{key} intervention {j}"
+                    )
+        for i, p in enumerate(plan.placements):
+            self._check_unit_counts(i, p, locations[i])
+
+        sub_lists = broadcast_subspaces(subspaces, n, batch)
+        subs = []
+        for i, p in enumerate(plan.placements):
+            iv = self._slots[p.slot]
+            subs.append(
+                expand_subspaces(sub_lists[i], batch, iv.subspace_partition, iv.subspace_size, f"intervention {i} subspaces")
+            )
+            if subs[-1] is not None and iv.collects and (subs[-1] < 0).any():
+                raise ValueError(f"intervention {i}: CollectIntervention needs the same number of subspace indices per example")
+        constants = self._constants(source_representations)
+        return base_in, prepared_sources, tuple(locations), tuple(subs), constants
+
+    def _check_unit_counts(self, i, p: Placement, pair) -> None:
+        src, base = pair
+        if src is None or base is None:
+            return
+        src_shape = tuple(a.shape[1] for a in src) if isinstance(src, tuple) else (src.shape[1],)
+        base_shape = tuple(a.shape[1] for a in base) if isinstance(base, tuple) else (base.shape[1],)
+        if src_shape != base_shape and src_shape != (1,) * len(src_shape):
+            raise ValueError(
+                f"intervention {i} ({p.site.describe()}): the source selects {src_shape} units per example "
+                f"but the base {base_shape}; they must match (or the source select one)."
+            )
+
+    def _constants(self, source_representations):
+        n = len(self._plan.placements)
+        if source_representations is None:
+            return (None,) * n
+        if isinstance(source_representations, dict):
+            unknown = sorted(set(source_representations) - set(self.sorted_keys))
+            if unknown:
+                raise ValueError(f"source_representations names unknown keys {unknown}; keys are {self.sorted_keys}")
+            return tuple(
+                None if source_representations.get(k) is None else jnp.asarray(_np(source_representations[k]))
+                for k in self.sorted_keys
+            )
+        if isinstance(source_representations, (list, tuple)):
+            if len(source_representations) != n:
+                raise ValueError(f"source_representations has {len(source_representations)} entries for {n} interventions")
+            return tuple(None if r is None else jnp.asarray(_np(r)) for r in source_representations)
+        value = jnp.asarray(_np(source_representations))
+        return (value,) * n
+
+    def __call__(
+        self,
+        base,
+        sources=None,
+        unit_locations=None,
+        source_representations=None,
+        subspaces=None,
+        labels=None,
+        output_original_output: bool = False,
+        return_dict: Optional[bool] = None,
+        use_cache=None,
+        intervention_additional_kwargs=None,
+        key=None,
+    ):
+        """pyvene's `forward`: returns `(original_or_None, intervened)`, with the collected
+        activations as `((original, collected), intervened)` when a Collect intervention exists.
+        """
+        if intervention_additional_kwargs:
+            raise NotImplementedError("intervention_additional_kwargs is not supported yet")
+        base_in, sources_in, locations, subs, constants = self.prepare(
+            base, sources, unit_locations, subspaces, source_representations
+        )
+        outputs, collected = self._program()(
+            self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key
+        )
+        if labels is not None:
+            outputs = dict(outputs, loss=causal_lm_loss(outputs["logits"], jnp.asarray(_np(labels))))
+        intervened = self.adapter.wrap_output(outputs)
+        original = None
+        if output_original_output:
+            if self._plain is None:
+                self._plain = jax.jit(self.adapter.apply)
+            original = self.adapter.wrap_output(self._plain(self.adapter.params, base_in))
+        collected_list = [
+            collected[i]
+            for i, p in enumerate(self._plan.placements)
+            if self._slots[p.slot].collects and collected[i] is not None
+        ]
+        if return_dict:
+            return IntervenableModelOutput(original, intervened, collected_list or None)
+        if any(self._slots[p.slot].collects for p in self._plan.placements):
+            return (original, collected_list), intervened
+        return original, intervened
+
+    forward = __call__
+
+    # ------------------------------------------------------------------ pyvene helpers
+    def get_trainable_parameters(self):
+        """The arrays of trainable interventions (linked ones once), as a list."""
+        leaves = []
+        for iv in self._slots:
+            if iv.trainable:
+                leaves.extend(jax.tree_util.tree_leaves(eqx.filter(iv, eqx.is_inexact_array)))
+        return leaves
+
+    def count_parameters(self, include_model: bool = False) -> int:
+        count = sum(int(np.prod(x.shape)) for x in self.get_trainable_parameters())
+        if include_model:
+            count += sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.adapter.params))
+        return count
+
+    def __repr__(self) -> str:
+        lines = [f"IntervenableModel({type(self.model).__name__}, mode={self.mode!r})"]
+        for key, iv in self.interventions.items():
+            lines.append(f"  {key}: {type(iv).__name__}")
+        return "\n".join(lines)
+
+
+def _side_len(pair) -> Optional[int]:
+    side = pair[0] if pair[0] is not None else pair[1]
+    return None if side is None else len(side)
+
+
+def _np(x):
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def causal_lm_loss(logits, labels):
+    """Mean next-token cross-entropy over labels != -100, as HF's causal LM heads compute it."""
+    logits = logits[:, :-1]
+    labels = labels[:, 1:]
+    valid = labels != -100
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    return -(picked * valid).sum() / jnp.maximum(valid.sum(), 1)
