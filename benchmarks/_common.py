@@ -1,0 +1,59 @@
+"""Shared set-up for the benchmarks: identical random weights in PyTorch and Flax, and timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore")
+
+
+def gpt2_pair(layers: int, width: int, heads: int, vocab: int = 50257, positions: int = 1024, seed: int = 0):
+    """A random GPT-2 as `(torch_model, flax_model)` sharing the same weights."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(
+        n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=positions,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+    )
+    torch_model = transformers.GPT2LMHeadModel(config).eval()
+    with tempfile.TemporaryDirectory() as d:
+        torch_model.save_pretrained(d)
+        flax_model = transformers.FlaxGPT2LMHeadModel.from_pretrained(d, from_pt=True)
+    return torch_model, flax_model
+
+
+def timed(fn, repeats: int):
+    """(first call seconds, median of `repeats` warm calls). `fn` must block until done."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    warm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - t0)
+    return first, statistics.median(warm)
+
+
+def machine() -> str:
+    import jax
+    import torch
+
+    dev = jax.devices()[0]
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"jax {jax.__version__} on {dev.platform}, torch {torch.__version__}")
+
+
+def table(rows, headers) -> str:
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])

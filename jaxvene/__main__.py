@@ -1,0 +1,25 @@
+"""Command line: `python -m jaxvene demo` (or `jaxvene demo` once installed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxvene", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="activation patching on a small GPT-2, every layer x position")
+    demo.add_argument("--out", default="jaxvene-output", help="folder for the pictures")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        run_demo(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
