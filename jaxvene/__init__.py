@@ -28,6 +28,7 @@ from ._interventions import NoiseIntervention as NoiseIntervention
 from ._interventions import LambdaIntervention as LambdaIntervention
 from ._hooks import tap as tap
 from ._adapters import HFFlaxAdapter as HFFlaxAdapter
+from ._sweep import sweep as sweep
 from . import core as core
 
 __version__ = "0.1.0"

@@ -88,14 +88,15 @@ def _interceptor(handler: Handler, wanted: frozenset, overrides: Mapping[str, Mo
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
         path = join_path(context.module.path)
-        in_name, out_name = path + ".input", path + ".output"
+        prefix = path + "." if path else ""  # a module applied on its own has the path ()
+        in_name, out_name = prefix + "input", prefix + "output"
         if in_name in wanted:
             args, kwargs = _replace_first_argument(args, kwargs, lambda v: handler(in_name, v))
         override = overrides.get(path)
         if override is None:
             out = next_fun(*args, **kwargs)
         else:
-            out = override(context.module, args, kwargs, lambda suffix, v: handler(f"{path}.{suffix}", v))
+            out = override(context.module, args, kwargs, lambda suffix, v: handler(prefix + suffix, v))
         if out_name in wanted:
             out = _replace_first_output(out, lambda v: handler(out_name, v))
         return out

@@ -1,0 +1,235 @@
+"""Sweeps: one intervention over a grid of sites, as one compiled program.
+
+:func:`sweep` patches a component at every (layer, position), (layer, head) or
+(layer, head, position) cell and returns a user metric per cell. It does no needless work:
+
+* the clean base run is computed once and cached at every layer; the run for a cell at layer
+  `l` starts from the cached input of layer `l` (or of the first layer of its window), so the
+  layers below it are never recomputed;
+* the source run is computed once, and its activations at every layer are cached;
+* the head (final norm and unembedding) runs only at `metric_positions`;
+* the layer index is data: one program, compiled once, serves every layer; cells of a layer
+  are `vmap`-ed in chunks of `chunk_size` (memory is bounded by the chunk), with a progress bar.
+
+Cost: with `L` layers, `C` cells per layer, batch `B` and `T` tokens, the cells run
+`B * T * C * sum_l (L - l) ~= B * T * C * L**2 / 2` layer-token evaluations (a naive loop runs
+`B * T * C * L * L`, plus one source run per cell), plus `B * K * C * L` head evaluations for
+`K` metric positions. Memory: `O(L * B * T * D)` for the caches plus one chunk of cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._engine import gather, scatter
+from ._hooks import handling
+from ._interventions import Intervention, VanillaIntervention
+from ._stack import LayerStack
+
+__all__ = ["sweep", "SweepInputs"]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency of transformers
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+@dataclass
+class SweepInputs:
+    """Cached clean runs a sweep starts from: the base's hidden state entering every layer
+    `(L + 1, B, T, D)` and the source's view of the site at every layer `(L, ...)`."""
+
+    base: dict
+    base_hidden: jax.Array
+    source_views: Optional[jax.Array]
+
+
+def clean_runs(stack: LayerStack, params, base: dict, source: Optional[dict], site, base_embedding=None) -> SweepInputs:
+    """One pass over the base (cached per layer) and one over the source (site views per layer)."""
+    stacked = stack.layer_params(params)
+
+    def run(inputs, h0, record):
+        def body(h, xs):
+            i, p = xs
+            seen = {}
+            if record:
+                def handler(name, value):
+                    if name == site.tap:
+                        seen["view"] = site.view(value)
+                    return value
+
+                with handling(handler, {site.tap}, stack.overrides({site.tap})):
+                    out = stack.layer(p, h, inputs)
+                return out, (h, seen["view"])
+            return stack.layer(p, h, inputs), (h, None)
+
+        last, (hs, views) = jax.lax.scan(body, h0, (jnp.arange(stack.num_layers), stacked))
+        return jnp.concatenate([hs, last[None]], axis=0), views
+
+    @jax.jit
+    def both(params, base, source, base_embedding):
+        h0 = stack.embed(params, base) if base_embedding is None else base_embedding
+        hs, _ = run(base, h0, False)
+        views = None
+        if source is not None:
+            _, views = run(source, stack.embed(params, source), True)
+        return hs, views
+
+    hs, views = both(params, base, source, base_embedding)
+    return SweepInputs(base, hs, views)
+
+
+def _cells(unit: str, positions: Sequence[int], heads: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    if unit == "pos":
+        return np.asarray(positions, np.int32)[:, None], (len(positions),)
+    if unit == "h":
+        return np.asarray(heads, np.int32)[:, None], (len(heads),)
+    grid = np.array([(h, p) for h in heads for p in positions], np.int32)
+    return grid, (len(heads), len(positions))
+
+
+def sweep(
+    model,
+    base: dict,
+    source: Optional[dict] = None,
+    *,
+    metric: Callable[[jax.Array], jax.Array],
+    component: str = "block_output",
+    unit: Optional[str] = None,
+    layers: Optional[Sequence[int]] = None,
+    positions: Optional[Sequence[int]] = None,
+    heads: Optional[Sequence[int]] = None,
+    intervention: Optional[Intervention] = None,
+    window: int = 1,
+    metric_positions: Sequence[int] = (-1,),
+    chunk_size: int = 32,
+    progress: bool = True,
+    key: Optional[jax.Array] = None,
+    base_embedding: Optional[jax.Array] = None,
+    params=None,
+) -> np.ndarray:
+    """Run `intervention` at every cell of a grid of sites and return `metric` per cell.
+
+    Args:
+      model: a HuggingFace Flax model (GPT-2, LLaMA, Mistral, Gemma).
+      base, source: model inputs (`{"input_ids": (B, T)}`, optional `attention_mask`); the
+        source must have the base's shape. Source activations are read at the same position
+        and head as the patched cell.
+      metric: `logits (B, K, V) -> array`, evaluated on the logits at `metric_positions`.
+      component: a pyvene component name; `unit` defaults to "pos" (or "h.pos" for head_*).
+      layers, positions, heads: the grid (default: all).
+      intervention: applied at each cell, default `VanillaIntervention()` (activation patching).
+      window: patch layers `[l - window // 2, l - window // 2 + window)` for the row of layer
+        `l` (ROME's windows; 1 = only layer `l`).
+      chunk_size: cells per compiled call; bounds memory.
+      key: PRNG key for stochastic interventions (folded with the cell index).
+      base_embedding: replaces the base's embeddings (e.g. corrupted ones for causal tracing).
+
+    Returns:
+      NumPy array of shape `(len(layers), len(positions))` for unit "pos",
+      `(len(layers), len(heads))` for "h", `(len(layers), len(heads), len(positions))` for
+      "h.pos", followed by the shape of `metric`'s output.
+    """
+    stack = LayerStack(model)
+    adapter = stack.adapter
+    params = adapter.params if params is None else params
+    site = stack.local_site(component)
+    unit = unit or ("h.pos" if site.is_head_site else "pos")
+    if site.is_head_site == (unit == "pos"):
+        raise ValueError(f"unit {unit!r} does not fit component {component!r} (head components take 'h' or 'h.pos')")
+    iv = VanillaIntervention() if intervention is None else intervention
+    base_in = adapter.prepare(base)
+    adapter.validate(base_in, "base")
+    batch, length = base_in["input_ids"].shape
+    source_in = None
+    if not iv.is_source_constant:
+        if source is None:
+            raise ValueError(f"{type(iv).__name__} needs a source input")
+        source_in = adapter.prepare(source)
+        adapter.validate(source_in, "source")
+        if source_in["input_ids"].shape != (batch, length):
+            raise ValueError(
+                f"sweep patches the source at the cell's own position: the source must have the base's "
+                f"shape {(batch, length)}, got {tuple(source_in['input_ids'].shape)}"
+            )
+    L = stack.num_layers
+    layers = list(range(L)) if layers is None else [int(l) for l in layers]
+    positions = list(range(length)) if positions is None else [int(p) for p in positions]
+    n_heads = site.heads or 0
+    heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+    _check_range(layers, L, "layer")
+    _check_range(positions, length, "position")
+    if unit != "pos":
+        _check_range(heads, n_heads, "head")
+    metric_positions = np.asarray([p % length for p in metric_positions], np.int32)
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+
+    cached = clean_runs(stack, params, base_in, source_in, site, base_embedding)
+    cells, grid_shape = _cells(unit, positions, heads)
+    chunk = max(1, min(chunk_size, len(cells)))
+    n_chunks = -(-len(cells) // chunk)
+    padded = np.concatenate([cells, np.repeat(cells[-1:], n_chunks * chunk - len(cells), axis=0)])
+
+    def one_cell(params, stacked, hs, views, layer, cell, cell_key):
+        lo = jnp.maximum(layer - window // 2, 0)
+        hi = jnp.minimum(lo + window, L)
+        if unit == "h.pos":
+            loc = (jnp.full((batch, 1), cell[0]), jnp.full((batch, 1), cell[1]))
+        else:
+            loc = jnp.full((batch, 1), cell[0])
+
+        def handler(i, name, value):
+            if name != site.tap:
+                return value
+            view = site.view(value)
+            src = None if views is None else gather(jax.lax.dynamic_index_in_dim(views, i, keepdims=False), unit, loc)
+            new = iv(gather(view, unit, loc), src, None, key=None if cell_key is None else jax.random.fold_in(cell_key, i))
+            patched = site.unview(value, scatter(view, unit, loc, new))
+            return jnp.where((i >= lo) & (i < hi), patched, value)
+
+        h = jax.lax.dynamic_index_in_dim(hs, lo, keepdims=False)
+        h = stack.run_layers(stacked, h, base_in, lo, handler=handler, taps={site.tap})
+        return metric(stack.head(params, h[:, metric_positions]))
+
+    @jax.jit
+    def run_chunk(params, stacked, hs, views, layer, chunk_cells, chunk_keys):
+        return jax.vmap(lambda c, k: one_cell(params, stacked, hs, views, layer, c, k))(chunk_cells, chunk_keys)
+
+    stacked = stack.layer_params(params)
+    bar = _progress(len(layers) * n_chunks, f"sweep {component}", progress)
+    rows = []
+    for layer in layers:
+        outs = []
+        for c in range(n_chunks):
+            chunk_cells = jnp.asarray(padded[c * chunk : (c + 1) * chunk])
+            if key is None:
+                chunk_keys = None
+            else:
+                chunk_keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
+                    jnp.arange(c * chunk, (c + 1) * chunk))
+            outs.append(np.asarray(run_chunk(params, stacked, cached.base_hidden, cached.source_views,
+                                             jnp.int32(layer), chunk_cells, chunk_keys)))
+            if bar is not None:
+                bar.update(1)
+        row = np.concatenate(outs)[: len(cells)]
+        rows.append(row.reshape(grid_shape + row.shape[1:]))
+    if bar is not None:
+        bar.close()
+    return np.stack(rows)
+
+
+def _check_range(values, limit, what):
+    bad = [v for v in values if not 0 <= v < limit]
+    if bad:
+        raise IndexError(f"{what} {bad[0]} is out of range; valid {what}s are 0..{limit - 1}")
