@@ -157,23 +157,37 @@ class LayerStack:
 
         return jax.lax.fori_loop(start, stop, body, h)
 
-    def hidden_states(self, params, inputs, handler=None, taps=()):
-        """Every layer's input and the last layer's output, `(L + 1, B, T, D)`, one scan."""
-        stacked = self.layer_params(params)
-        h0 = self.embed(params, inputs)
-        overrides = self.overrides(frozenset(taps))
+    def scan(self, params, inputs, h0=None, site=None, edit=None, record=False):
+        """All layers in one `lax.scan`: returns `(hidden, views)`.
+
+        `hidden` is every layer's input and the last layer's output, `(L + 1, B, T, D)`. With a
+        block-relative `site`, `edit(layer, view) -> view` may change the site's view in every
+        layer, and `record=True` returns the (edited) views stacked, `(L, ...)`.
+        """
+        h0 = self.embed(params, inputs) if h0 is None else h0
+        taps = frozenset() if site is None else frozenset({site.tap})
+        overrides = self.overrides(taps)
 
         def body(h, xs):
             i, p = xs
-            if handler is None:
-                out = self.layer(p, h, inputs)
-            else:
-                with handling(lambda name, value: handler(i, name, value), frozenset(taps), overrides):
-                    out = self.layer(p, h, inputs)
-            return out, h
+            seen = {}
 
-        last, inputs_per_layer = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), stacked))
-        return jnp.concatenate([inputs_per_layer, last[None]], axis=0)
+            def handler(name, value):
+                if name != site.tap:
+                    return value
+                view = site.view(value)
+                if edit is not None:
+                    view = edit(i, view)
+                    value = site.unview(value, view)
+                seen["view"] = view
+                return value
+
+            with handling(handler, taps, overrides):
+                out = self.layer(p, h, inputs)
+            return out, (h, seen.get("view") if record else None)
+
+        last, (hs, views) = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), self.layer_params(params)))
+        return jnp.concatenate([hs, last[None]], axis=0), views
 
     def logits(self, params, inputs) -> jax.Array:
         """The full forward pass through the stack (equal to `module.apply`'s logits)."""

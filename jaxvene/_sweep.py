@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._engine import gather, scatter
-from ._hooks import handling
 from ._interventions import Intervention, VanillaIntervention
 from ._stack import LayerStack
 
@@ -56,33 +55,10 @@ class SweepInputs:
 
 def clean_runs(stack: LayerStack, params, base: dict, source: Optional[dict], site, base_embedding=None) -> SweepInputs:
     """One pass over the base (cached per layer) and one over the source (site views per layer)."""
-    stacked = stack.layer_params(params)
-
-    def run(inputs, h0, record):
-        def body(h, xs):
-            i, p = xs
-            seen = {}
-            if record:
-                def handler(name, value):
-                    if name == site.tap:
-                        seen["view"] = site.view(value)
-                    return value
-
-                with handling(handler, {site.tap}, stack.overrides({site.tap})):
-                    out = stack.layer(p, h, inputs)
-                return out, (h, seen["view"])
-            return stack.layer(p, h, inputs), (h, None)
-
-        last, (hs, views) = jax.lax.scan(body, h0, (jnp.arange(stack.num_layers), stacked))
-        return jnp.concatenate([hs, last[None]], axis=0), views
-
     @jax.jit
     def both(params, base, source, base_embedding):
-        h0 = stack.embed(params, base) if base_embedding is None else base_embedding
-        hs, _ = run(base, h0, False)
-        views = None
-        if source is not None:
-            _, views = run(source, stack.embed(params, source), True)
+        hs, _ = stack.scan(params, base, base_embedding)
+        views = None if source is None else stack.scan(params, source, site=site, record=True)[1]
         return hs, views
 
     hs, views = both(params, base, source, base_embedding)

@@ -19,7 +19,7 @@ def test_stack_logits_equal_module_apply(name, request):
     ours = jax.jit(stack.logits)(model.params, inputs)
     ref = stack.adapter.apply(model.params, inputs)["logits"]
     np.testing.assert_allclose(ours, ref, atol=2e-5)
-    hs = jax.jit(stack.hidden_states)(model.params, inputs)
+    hs, _ = jax.jit(stack.scan)(model.params, inputs)
     assert hs.shape[0] == model.config.num_hidden_layers + 1
     np.testing.assert_allclose(stack.head(model.params, hs[-1]), ref, atol=2e-5)
 
