@@ -29,6 +29,8 @@ from ._interventions import LambdaIntervention as LambdaIntervention
 from ._hooks import tap as tap
 from ._adapters import HFFlaxAdapter as HFFlaxAdapter
 from ._sweep import sweep as sweep
+from ._tracing import causal_trace as causal_trace
+from ._tracing import CausalTrace as CausalTrace
 from . import core as core
 
 __version__ = "0.1.0"

@@ -105,8 +105,8 @@ def sweep(
       component: a pyvene component name; `unit` defaults to "pos" (or "h.pos" for head_*).
       layers, positions, heads: the grid (default: all).
       intervention: applied at each cell, default `VanillaIntervention()` (activation patching).
-      window: patch layers `[l - window // 2, l - window // 2 + window)` for the row of layer
-        `l` (ROME's windows; 1 = only layer `l`).
+      window: patch layers `[l - window // 2, l - window // 2 + window)`, clipped to the model,
+        for the row of layer `l` (ROME's windows; 1 = only layer `l`).
       chunk_size: cells per compiled call; bounds memory.
       key: PRNG key for stochastic interventions (folded with the cell index).
       base_embedding: replaces the base's embeddings (e.g. corrupted ones for causal tracing).
@@ -159,7 +159,7 @@ def sweep(
 
     def one_cell(params, stacked, hs, views, layer, cell, cell_key):
         lo = jnp.maximum(layer - window // 2, 0)
-        hi = jnp.minimum(lo + window, L)
+        hi = jnp.minimum(layer - window // 2 + window, L)
         if unit == "h.pos":
             loc = (jnp.full((batch, 1), cell[0]), jnp.full((batch, 1), cell[1]))
         else:
