@@ -31,6 +31,7 @@ from ._adapters import HFFlaxAdapter as HFFlaxAdapter
 from ._sweep import sweep as sweep
 from ._tracing import causal_trace as causal_trace
 from ._tracing import CausalTrace as CausalTrace
+from . import patching as patching
 from . import core as core
 
 __version__ = "0.1.0"
