@@ -86,7 +86,7 @@ def attribution_patching(
     summed), estimating `metric(corrupted with the clean activation patched in) -
     metric(corrupted)`.
     """
-    stack = LayerStack(model)
+    stack = LayerStack.of(model)
     adapter = stack.adapter
     params = adapter.params if params is None else params
     site = stack.local_site(component)

@@ -19,6 +19,7 @@ reproduces `module.apply` exactly.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Callable, Optional
 
 import flax.linen as nn
@@ -43,6 +44,21 @@ def _hf_class(adapter: HFFlaxAdapter, suffix: str):
 class LayerStack:
     """`embed -> layer_0 .. layer_{L-1} -> head` for a HF Flax model of a supported family."""
 
+    _instances: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, model) -> "LayerStack":
+        """The stack of `model`, made once per model (so compiled programs are reused)."""
+        try:
+            return cls._instances[model]
+        except (KeyError, TypeError):
+            stack = cls(model)
+            try:
+                cls._instances[model] = stack
+            except TypeError:
+                pass
+            return stack
+
     def __init__(self, model):
         self.adapter = adapter = adapt(model)
         self.config = adapter.config
@@ -64,7 +80,17 @@ class LayerStack:
         return params[self._root] if self._root else params
 
     def layer_params(self, params):
-        """The layers' params stacked on a leading axis of length `num_layers`."""
+        """The layers' params stacked on a leading axis of length `num_layers` (cached for the
+        last params object seen)."""
+        cached = getattr(self, "_stacked", None)
+        if cached is not None and cached[0] is params:
+            return cached[1]
+        stacked = self._stack_params(params)
+        if not isinstance(jax.tree_util.tree_leaves(stacked)[0], jax.core.Tracer):
+            self._stacked = (params, stacked)
+        return stacked
+
+    def _stack_params(self, params):
         stack = self._base(params)[self.adapter.family.layers]
         layers = [stack[str(i)] for i in range(self.num_layers)]
         return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,14 +56,15 @@ class SweepInputs:
 
 def clean_runs(stack: LayerStack, params, base: dict, source: Optional[dict], site, base_embedding=None) -> SweepInputs:
     """One pass over the base (cached per layer) and one over the source (site views per layer)."""
-    @jax.jit
-    def both(params, base, source, base_embedding):
-        hs, _ = stack.scan(params, base, base_embedding)
-        views = None if source is None else stack.scan(params, source, site=site, record=True)[1]
-        return hs, views
-
-    hs, views = both(params, base, source, base_embedding)
+    hs, views = _clean_runs(stack, site, params, base, source, base_embedding)
     return SweepInputs(base, hs, views)
+
+
+@eqx.filter_jit
+def _clean_runs(stack, site, params, base, source, base_embedding):
+    hs, _ = stack.scan(params, base, base_embedding)
+    views = None if source is None else stack.scan(params, source, site=site, record=True)[1]
+    return hs, views
 
 
 def _cells(unit: str, positions: Sequence[int], heads: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -116,7 +118,7 @@ def sweep(
       `(len(layers), len(heads))` for "h", `(len(layers), len(heads), len(positions))` for
       "h.pos", followed by the shape of `metric`'s output.
     """
-    stack = LayerStack(model)
+    stack = LayerStack.of(model)
     adapter = stack.adapter
     params = adapter.params if params is None else params
     site = stack.local_site(component)
@@ -157,7 +159,38 @@ def sweep(
     n_chunks = -(-len(cells) // chunk)
     padded = np.concatenate([cells, np.repeat(cells[-1:], n_chunks * chunk - len(cells), axis=0)])
 
-    def one_cell(params, stacked, hs, views, layer, cell, cell_key):
+    stacked = stack.layer_params(params)
+    bar = _progress(len(layers) * n_chunks, f"sweep {component}", progress)
+    rows = []
+    for layer in layers:
+        outs = []
+        for c in range(n_chunks):
+            chunk_cells = jnp.asarray(padded[c * chunk : (c + 1) * chunk])
+            if key is None:
+                chunk_keys = None
+            else:
+                chunk_keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
+                    jnp.arange(c * chunk, (c + 1) * chunk))
+            outs.append(np.asarray(_run_chunk(
+                stack, site, unit, window, metric, iv, params, stacked, base_in, cached.base_hidden,
+                cached.source_views, jnp.int32(layer), chunk_cells, chunk_keys, jnp.asarray(metric_positions))))
+            if bar is not None:
+                bar.update(1)
+        row = np.concatenate(outs)[: len(cells)]
+        rows.append(row.reshape(grid_shape + row.shape[1:]))
+    if bar is not None:
+        bar.close()
+    return np.stack(rows)
+
+
+@eqx.filter_jit
+def _run_chunk(stack, site, unit, window, metric, iv, params, stacked, base_in, hs, views, layer, cells, keys, metric_positions):
+    """The metric for a chunk of cells of one layer; compiled once per sweep configuration
+    (non-array arguments are static, arrays, the layer index included, are traced)."""
+    L = stack.num_layers
+    batch = base_in["input_ids"].shape[0]
+
+    def one_cell(cell, cell_key):
         lo = jnp.maximum(layer - window // 2, 0)
         hi = jnp.minimum(layer - window // 2 + window, L)
         if unit == "h.pos":
@@ -178,31 +211,7 @@ def sweep(
         h = stack.run_layers(stacked, h, base_in, lo, handler=handler, taps={site.tap})
         return metric(stack.head(params, h[:, metric_positions]))
 
-    @jax.jit
-    def run_chunk(params, stacked, hs, views, layer, chunk_cells, chunk_keys):
-        return jax.vmap(lambda c, k: one_cell(params, stacked, hs, views, layer, c, k))(chunk_cells, chunk_keys)
-
-    stacked = stack.layer_params(params)
-    bar = _progress(len(layers) * n_chunks, f"sweep {component}", progress)
-    rows = []
-    for layer in layers:
-        outs = []
-        for c in range(n_chunks):
-            chunk_cells = jnp.asarray(padded[c * chunk : (c + 1) * chunk])
-            if key is None:
-                chunk_keys = None
-            else:
-                chunk_keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
-                    jnp.arange(c * chunk, (c + 1) * chunk))
-            outs.append(np.asarray(run_chunk(params, stacked, cached.base_hidden, cached.source_views,
-                                             jnp.int32(layer), chunk_cells, chunk_keys)))
-            if bar is not None:
-                bar.update(1)
-        row = np.concatenate(outs)[: len(cells)]
-        rows.append(row.reshape(grid_shape + row.shape[1:]))
-    if bar is not None:
-        bar.close()
-    return np.stack(rows)
+    return jax.vmap(one_cell)(cells, keys)
 
 
 def _check_range(values, limit, what):

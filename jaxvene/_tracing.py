@@ -88,9 +88,20 @@ class CausalTrace:
         return paths
 
 
+@dataclass(frozen=True)
+class TokenProbability:
+    """Metric: the probability of `token` at the last position, per example. A frozen
+    dataclass, so equal metrics hash equal and a sweep's compiled program is reused."""
+
+    token: int
+
+    def __call__(self, logits):
+        return jax.nn.softmax(logits[:, -1].astype(jnp.float32), axis=-1)[:, self.token]
+
+
 def embedding_noise_scale(model, params=None, factor: float = 3.0) -> float:
     """ROME's noise level: `factor` times the standard deviation of the token embeddings."""
-    stack = LayerStack(model)
+    stack = LayerStack.of(model)
     params = stack.adapter.params if params is None else params
     emb = stack.embedding_matrix(params)
     scale = 1.0
@@ -133,7 +144,7 @@ def causal_trace(
       A :class:`CausalTrace` with the clean and corrupted probabilities and a
       `(layers, positions)` table per component.
     """
-    stack = LayerStack(model)
+    stack = LayerStack.of(model)
     params = stack.adapter.params if params is None else params
     prepared = stack.adapter.prepare(inputs)
     ids = np.asarray(prepared["input_ids"])
@@ -155,9 +166,7 @@ def causal_trace(
     in_subject = jnp.zeros((length,), bool).at[jnp.asarray(subject)].set(True)
     corrupted_embedding = clean_embedding + jnp.where(in_subject[None, :, None], noise, 0)
 
-    def prob(logits):
-        return jax.nn.softmax(logits[:, -1].astype(jnp.float32), axis=-1)[:, int(target)]
-
+    prob = TokenProbability(int(target))
     clean_p = float(prob(stack.head(params, stack.scan(params, batch)[0][-1][:, -1:])).mean())
     corrupted_p = float(prob(stack.head(params, stack.scan(params, batch, corrupted_embedding)[0][-1][:, -1:])).mean())
     scores = {}
