@@ -161,78 +161,106 @@ def run(
       and a tuple with, per placement, the collected activations (Collect interventions),
       the latent an intervention returned, or `None`.
     """
-    n = len(plan.placements)
-    subspaces = tuple(subspaces) if subspaces is not None else (None,) * n
-    constants = tuple(source_representations) if source_representations is not None else (None,) * n
-    if len(locations) != n or len(subspaces) != n or len(constants) != n:
-        raise ValueError(f"the plan has {n} placements; locations, subspaces and source representations need one entry each")
-    if len(sources) != plan.num_groups:
-        raise ValueError(f"the plan has {plan.num_groups} source groups but {len(sources)} sources were given")
+    ex = Execution(adapter, plan, params, interventions, sources, locations, subspaces, source_representations, key)
+    ex.run_sources()
+    outputs = ex.model_pass(base, ex.final_setters(), ())
+    return outputs, tuple(ex.collected)
 
-    def needs_source(i: int) -> bool:
-        iv = interventions[plan.placements[i].slot]
-        return not iv.is_source_constant and constants[i] is None
 
-    def active(i: int) -> bool:
+class Execution:
+    """The state of one intervened call, inside a trace: source activations read so far and
+    activations collected. :func:`run` and the decode loop of :mod:`jaxvene._generate` drive it."""
+
+    def __init__(self, adapter, plan, params, interventions, sources, locations, subspaces=None,
+                 source_representations=None, key=None):
+        n = len(plan.placements)
+        self.subspaces = tuple(subspaces) if subspaces is not None else (None,) * n
+        self.constants = tuple(source_representations) if source_representations is not None else (None,) * n
+        if len(locations) != n or len(self.subspaces) != n or len(self.constants) != n:
+            raise ValueError(
+                f"the plan has {n} placements; locations, subspaces and source representations need one entry each"
+            )
+        if len(sources) != plan.num_groups:
+            raise ValueError(f"the plan has {plan.num_groups} source groups but {len(sources)} sources were given")
+        self.adapter, self.plan, self.params = adapter, plan, params
+        self.interventions, self.sources, self.locations, self.key = interventions, sources, locations, key
+        self.source_acts: dict[int, jax.Array] = {}
+        self.collected: list = [None] * n
+        self.groups = [
+            [i for i, p in enumerate(plan.placements) if p.group == g and self.active(i)]
+            for g in range(plan.num_groups)
+        ]
+
+    def needs_source(self, i: int) -> bool:
+        iv = self.interventions[self.plan.placements[i].slot]
+        return not iv.is_source_constant and self.constants[i] is None
+
+    def active(self, i: int) -> bool:
         # an intervention whose source group has no input is skipped (pyvene's "smart jump")
-        return not needs_source(i) or sources[plan.placements[i].group] is not None
+        return not self.needs_source(i) or self.sources[self.plan.placements[i].group] is not None
 
-    source_acts: dict[int, jax.Array] = {}
-    collected: list = [None] * n
-
-    def model_pass(inputs, setters: Sequence[int], getters: Sequence[int]):
+    def handler(self, setters: Sequence[int], getters: Sequence[int], base_locations=None, gate=None):
+        """A tap handler: read sources at `getters`, intervene at `setters`. `base_locations`
+        overrides the base-side locations (decode steps); `gate` (a traced bool) turns the
+        setters off without changing the program."""
         by_tap: dict[str, list] = {}
         for i in setters:
-            by_tap.setdefault(plan.placements[i].site.tap, []).append(("set", i))
+            by_tap.setdefault(self.plan.placements[i].site.tap, []).append(("set", i))
         for i in getters:
-            by_tap.setdefault(plan.placements[i].source_site.tap, []).append(("get", i))
+            by_tap.setdefault(self.plan.placements[i].source_site.tap, []).append(("get", i))
 
-        def handler(name, value):
+        def handle(name, value):
             for op, i in by_tap.get(name, ()):
                 if op == "get":
-                    site = plan.placements[i].source_site
-                    source_acts[i] = gather(site.view(value), plan.placements[i].unit, locations[i][0])
+                    p = self.plan.placements[i]
+                    self.source_acts[i] = gather(p.source_site.view(value), p.unit, self.locations[i][0])
                 else:
-                    value = _set(i, value)
+                    loc = self.locations[i][1] if base_locations is None else base_locations[i]
+                    new = self.write(i, value, loc)
+                    value = new if gate is None else jnp.where(gate, new, value)
             return value
 
-        with handling(handler, by_tap.keys(), adapter.overrides(set(by_tap))):
-            return adapter.apply(params, inputs)
+        return handle, set(by_tap)
 
-    def _set(i: int, value):
-        p = plan.placements[i]
-        iv = interventions[p.slot]
+    def model_pass(self, inputs, setters: Sequence[int], getters: Sequence[int]):
+        handle, taps = self.handler(setters, getters)
+        with handling(handle, taps, self.adapter.overrides(taps)):
+            return self.adapter.apply(self.params, inputs)
+
+    def write(self, i: int, value, loc):
+        """The tap value with placement `i`'s intervention applied at `loc`."""
+        p = self.plan.placements[i]
+        iv = self.interventions[p.slot]
         view = p.site.view(value)
-        loc = locations[i][1]
         selected = gather(view, p.unit, loc)
-        subkey = None if key is None else jax.random.fold_in(key, i)
+        subkey = None if self.key is None else jax.random.fold_in(self.key, i)
         if iv.collects:
-            collected[i] = iv(selected, None, subspaces[i], key=subkey)
+            self.collected[i] = iv(selected, None, self.subspaces[i], key=subkey)
             return value
-        source = constants[i] if constants[i] is not None else source_acts.get(i)
-        new, latent = _apply_intervention(iv, selected, source, subspaces[i], subkey)
+        source = self.constants[i] if self.constants[i] is not None else self.source_acts.get(i)
+        new, latent = _apply_intervention(iv, selected, source, self.subspaces[i], subkey)
         if latent is not None:
-            collected[i] = latent
+            self.collected[i] = latent
         if new is None:
             return value
         return p.site.unview(value, scatter(view, p.unit, loc, new))
 
-    groups = [[i for i, p in enumerate(plan.placements) if p.group == g and active(i)] for g in range(plan.num_groups)]
-    if plan.mode == "parallel":
-        for g, members in enumerate(groups):
-            getters = [i for i in members if needs_source(i)]
-            if getters:
-                model_pass(sources[g], (), getters)
-        setters = [i for members in groups for i in members]
-        outputs = model_pass(base, setters, ())
-    else:
+    def run_sources(self) -> None:
+        """Every source run; in serial mode each one carries the previous group's interventions."""
+        if self.plan.mode == "parallel":
+            for g, members in enumerate(self.groups):
+                getters = [i for i in members if self.needs_source(i)]
+                if getters:
+                    self.model_pass(self.sources[g], (), getters)
+            return
         previous: list[int] = []
-        for g, members in enumerate(groups):
-            if sources[g] is None:
-                previous = members
-                continue
-            getters = [i for i in members if needs_source(i)]
-            model_pass(sources[g], previous, getters)
+        for g, members in enumerate(self.groups):
+            if self.sources[g] is not None:
+                self.model_pass(self.sources[g], previous, [i for i in members if self.needs_source(i)])
             previous = members
-        outputs = model_pass(base, previous, ())
-    return outputs, tuple(collected)
+
+    def final_setters(self) -> list[int]:
+        """The placements that act on the base run."""
+        if self.plan.mode == "parallel":
+            return [i for members in self.groups for i in members]
+        return list(self.groups[-1]) if self.groups else []
