@@ -346,6 +346,106 @@ class IntervenableModel:
 
     forward = __call__
 
+    def generate(
+        self,
+        base,
+        sources=None,
+        unit_locations=None,
+        source_representations=None,
+        intervene_on_prompt: bool = False,
+        subspaces=None,
+        output_original_output: bool = False,
+        intervention_additional_kwargs=None,
+        *,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        timesteps=None,
+        key=None,
+        **generation_kwargs,
+    ):
+        """Generate with interventions (jaxvene's own decode loop with a KV cache).
+
+        Returns `(original_or_None, sequences)`, the prompt followed by `max_new_tokens` new
+        tokens, `(B, T + max_new_tokens)`; with a Collect intervention,
+        `((original, collected), sequences)` where `collected[k] = (prompt_pass, decode_steps)`,
+        the latter stacked over steps.
+
+        Where interventions act (decode step t reads the t-th generated token, see
+        :mod:`jaxvene._generate`):
+
+        - `intervene_on_prompt=False` (pyvene's default): every decode step, at the new token;
+          the prompt pass is not touched. `unit_locations` then only choose source positions.
+        - `intervene_on_prompt=True` with `unit_locations=None`: the whole prompt and every step.
+        - `intervene_on_prompt=True` with locations: the prompt pass at those positions only.
+        - `timesteps=[...]` (jaxvene's addition): exactly these decode steps, whatever the
+          above says for steps; `timesteps=[]` for none, `"all"` for all.
+
+        Sampling (`do_sample=True`) draws from `softmax(logits / temperature)` with `key`.
+        """
+        if intervention_additional_kwargs:
+            raise NotImplementedError("intervention_additional_kwargs is not supported yet")
+        if generation_kwargs:
+            raise TypeError(
+                f"unsupported generation arguments {sorted(generation_kwargs)}; jaxvene's decode loop "
+                "takes max_new_tokens, do_sample, temperature, timesteps and key"
+            )
+        if do_sample and key is None:
+            raise ValueError("do_sample=True needs a PRNG key: generate(..., key=jax.random.key(0))")
+        steps = max_new_tokens - 1
+        if timesteps is None:
+            active = (not intervene_on_prompt) or unit_locations is None
+            step_mask = np.full((steps,), active)
+        elif isinstance(timesteps, str) and timesteps == "all":
+            step_mask = np.ones((steps,), bool)
+        else:
+            step_mask = np.zeros((steps,), bool)
+            for t in timesteps:
+                if not 0 <= int(t) < steps:
+                    raise IndexError(
+                        f"timestep {t} is out of range: {max_new_tokens} new tokens make {steps} decode "
+                        f"steps (0..{steps - 1}); step t reads the t-th generated token"
+                    )
+                step_mask[int(t)] = True
+        base_in, sources_in, locations, subs, constants = self.prepare(
+            base, sources, unit_locations, subspaces, source_representations
+        )
+        program = self._generation_program(max_new_tokens, do_sample, float(temperature))
+        sample_key = None if key is None else jax.random.fold_in(key, 0x5A3)
+        args = (self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key)
+        tokens, prompt_collected, step_collected = program(*args, jnp.asarray(intervene_on_prompt), step_mask, sample_key)
+        sequences = jnp.concatenate([base_in["input_ids"], tokens], axis=1)
+        original = None
+        if output_original_output:
+            plain, _, _ = program(*args, jnp.asarray(False), np.zeros((steps,), bool), sample_key)
+            original = jnp.concatenate([base_in["input_ids"], plain], axis=1)
+        collects = [i for i, p in enumerate(self._plan.placements) if self._slots[p.slot].collects]
+        if collects:
+            collected = [
+                (prompt_collected[i], step_collected[i] if step_collected else None) for i in collects
+            ]
+            return (original, collected), sequences
+        return original, sequences
+
+    def _generation_program(self, max_new_tokens, do_sample, temperature):
+        cache = self.__dict__.setdefault("_generation_programs", {})
+        signature = (max_new_tokens, do_sample, temperature)
+        if signature not in cache:
+            from ._generate import generate
+
+            adapter, plan = self.adapter, self._plan
+
+            def program(params, interventions, base, sources, locations, subspaces, constants, key,
+                        prompt_active, step_mask, sample_key):
+                return generate(
+                    adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key,
+                    max_new_tokens=max_new_tokens, prompt_active=prompt_active, step_mask=step_mask,
+                    do_sample=do_sample, temperature=temperature, sample_key=sample_key,
+                )
+
+            cache[signature] = eqx.filter_jit(program)
+        return cache[signature]
+
     # ------------------------------------------------------------------ pyvene helpers
     def get_trainable_parameters(self):
         """The arrays of trainable interventions (linked ones once), as a list."""
