@@ -155,6 +155,13 @@ class HFFlaxAdapter:
         if max_pos is not None and ids.shape[1] > max_pos:
             raise ValueError(f"{what} input has {ids.shape[1]} tokens; this model takes at most {max_pos}.")
 
+    def batch_size(self, inputs: Mapping) -> int:
+        return int(inputs["input_ids"].shape[0])
+
+    def site_length(self, inputs: Mapping, site: Site) -> int:
+        """Length of the position axis of `site` for these inputs (the token count)."""
+        return int(inputs["input_ids"].shape[1])
+
     def apply(self, params, inputs: Mapping) -> dict:
         """The model as a pure function of its params; returns the output fields as a dict."""
         if "attention_mask" not in inputs or "position_ids" not in inputs:

@@ -209,7 +209,7 @@ class IntervenableModel:
         adapter, plan = self.adapter, self._plan
         base_in = adapter.prepare(base)
         adapter.validate(base_in, "base")
-        batch, base_len = base_in["input_ids"].shape
+        batch = adapter.batch_size(base_in)
         n = len(plan.placements)
         source_list = broadcast_sources(sources, plan.num_groups)
         prepared_sources = []
@@ -219,22 +219,26 @@ class IntervenableModel:
                 continue
             src_in = adapter.prepare(src)
             adapter.validate(src_in, f"source {g}")
-            if src_in["input_ids"].shape[0] != batch:
+            if adapter.batch_size(src_in) != batch:
                 raise ValueError(
-                    f"source {g} has {src_in['input_ids'].shape[0]} examples but the base has {batch}; "
+                    f"source {g} has {adapter.batch_size(src_in)} examples but the base has {batch}; "
                     "sources and base must have the same batch size."
                 )
             prepared_sources.append(src_in)
 
-        shape_of = lambda inp: (None if inp is None else tuple(inp["input_ids"].shape))
+        def shape_of(inputs, site):
+            # (batch, length of the site's position axis) for the inputs that run through it
+            inputs = base_in if inputs is None else inputs
+            return adapter.batch_size(inputs), adapter.site_length(inputs, site)
+
         locations = [None] * n
         if self.mode == "parallel":
             keys = ["sources->base"]
             locs = broadcast_unit_locations(unit_locations, n, batch, keys)["sources->base"]
             for i, p in enumerate(plan.placements):
-                src_shape = shape_of(prepared_sources[p.group]) or (batch, base_len)
+                shapes = (shape_of(prepared_sources[p.group], p.source_site), shape_of(base_in, p.site))
                 locations[i] = placement_locations(
-                    locs, i, n, p.unit, (src_shape, (batch, base_len)), p.site.heads, f"intervention {i} ({p.site.describe()})"
+                    locs, i, n, p.unit, shapes, p.site.heads, f"intervention {i} ({p.site.describe()})"
                 )
         else:
             groups = plan.num_groups
@@ -243,16 +247,15 @@ class IntervenableModel:
             for g, key in enumerate(keys):
                 members = [i for i, p in enumerate(plan.placements) if p.group == g]
                 target = prepared_sources[g + 1] if g + 1 < groups else base_in
-                src_shape = shape_of(prepared_sources[g]) or (batch, base_len)
-                tgt_shape = shape_of(target) or (batch, base_len)
                 pair = locs[key]
                 for j, i in enumerate(members):
                     p = plan.placements[i]
                     # pyvene indexes serial locations within the group; a full-length list works too
                     count = n if _side_len(pair) == n and n != len(members) else len(members)
                     index = i if count == n and n != len(members) else j
+                    shapes = (shape_of(prepared_sources[g], p.source_site), shape_of(target, p.site))
                     locations[i] = placement_locations(
-                        pair, index, count, p.unit, (src_shape, tgt_shape), p.site.heads, f"{key} intervention {j}"
+                        pair, index, count, p.unit, shapes, p.site.heads, f"{key} intervention {j}"
                     )
         for i, p in enumerate(plan.placements):
             self._check_unit_counts(i, p, locations[i])
