@@ -28,6 +28,10 @@ from ._interventions import NoiseIntervention as NoiseIntervention
 from ._interventions import LambdaIntervention as LambdaIntervention
 from ._hooks import tap as tap
 from ._adapters import HFFlaxAdapter as HFFlaxAdapter
+from ._generic import FunctionAdapter as FunctionAdapter
+from ._generic import FlaxModuleAdapter as FlaxModuleAdapter
+from ._generic import equinox_adapter as equinox_adapter
+from ._generic import list_sites as list_sites
 from ._sweep import sweep as sweep
 from ._tracing import causal_trace as causal_trace
 from ._tracing import CausalTrace as CausalTrace

@@ -192,11 +192,14 @@ def _to_array(x):
 
 def adapt(model) -> HFFlaxAdapter:
     """The adapter for `model` (a HuggingFace Flax model, or an adapter already)."""
-    if isinstance(model, HFFlaxAdapter):
+    from ._generic import FunctionAdapter
+
+    if isinstance(model, (HFFlaxAdapter, FunctionAdapter)):
         return model
     if hasattr(model, "module") and hasattr(model, "params") and hasattr(model, "config"):
         return HFFlaxAdapter(model)
     raise TypeError(
         f"jaxvene cannot wrap a {type(model).__name__}: pass a HuggingFace Flax model "
-        "(e.g. transformers.FlaxGPT2LMHeadModel)."
+        "(e.g. transformers.FlaxGPT2LMHeadModel), or wrap your model with jaxvene.FunctionAdapter, "
+        "jaxvene.FlaxModuleAdapter or jaxvene.equinox_adapter."
     )

@@ -66,15 +66,16 @@ def handling(
 ):
     """Route tap events to `handler` while the block runs.
 
-    `module_taps` are the `"<path>.input"` / `"<path>.output"` names to report from Flax module
-    calls; `overrides` maps module paths to re-implementations of their `__call__`.
+    `module_taps` are the `"<path>.input"` / `"<path>.output"` / `"<path>.output.<k>"` names
+    to report from Flax module calls (`None`: every call); `overrides` maps module paths to
+    re-implementations of their `__call__`.
     """
-    wanted = frozenset(module_taps)
+    wanted = None if module_taps is None else frozenset(module_taps)
     overrides = dict(overrides or {})
     stack = _stack()
     stack.append(handler)
     try:
-        if wanted or overrides:
+        if wanted is None or wanted or overrides:
             with nn.intercept_methods(_interceptor(handler, wanted, overrides)):
                 yield
         else:
@@ -83,41 +84,65 @@ def handling(
         stack.pop()
 
 
-def _interceptor(handler: Handler, wanted: frozenset, overrides: Mapping[str, ModuleOverride]):
+def tap_base(path: str, method: str) -> str:
+    """Tap names of a module call: `<path>` for `__call__`, `<path>:<method>` otherwise; the
+    taps are that base plus `.input`, `.output` (the first element of a tuple) or `.output.<k>`."""
+    base = path if method == "__call__" else f"{path}:{method}"
+    return base.lstrip(":")
+
+
+def _interceptor(handler: Handler, wanted: Optional[frozenset], overrides: Mapping[str, ModuleOverride]):
+    """`wanted=None` reports every module call (used to list a model's sites)."""
+
     def intercept(next_fun, args, kwargs, context):
-        if context.method_name != "__call__":
+        method = context.method_name
+        if method == "setup" or (wanted is not None and method != "__call__" and not _any_method(wanted, method)):
             return next_fun(*args, **kwargs)
-        path = join_path(context.module.path)
-        prefix = path + "." if path else ""  # a module applied on its own has the path ()
+        base = tap_base(join_path(context.module.path), method)
+        prefix = base + "." if base else ""  # a module applied on its own has the path ()
         in_name, out_name = prefix + "input", prefix + "output"
-        if in_name in wanted:
-            args, kwargs = _replace_first_argument(args, kwargs, lambda v: handler(in_name, v))
-        override = overrides.get(path)
+        if wanted is None or in_name in wanted:
+            if args or kwargs:
+                args, kwargs = _replace_first_argument(args, kwargs, lambda v: handler(in_name, v))
+        override = overrides.get(base) if method == "__call__" else None
         if override is None:
             out = next_fun(*args, **kwargs)
         else:
             out = override(context.module, args, kwargs, lambda suffix, v: handler(prefix + suffix, v))
-        if out_name in wanted:
-            out = _replace_first_output(out, lambda v: handler(out_name, v))
+        if wanted is None or out_name in wanted:
+            out = _replace_output(out, 0, lambda v: handler(out_name, v))
+        if isinstance(out, tuple) and not hasattr(out, "_fields"):
+            for k in range(len(out)):
+                name = f"{out_name}.{k}"
+                if (wanted is None and hasattr(out[k], "shape")) or (wanted is not None and name in wanted):
+                    out = _replace_output(out, k, lambda v, name=name: handler(name, v))
         return out
 
     return intercept
 
 
+def _any_method(wanted: frozenset, method: str) -> bool:
+    marker = f":{method}."
+    return any(marker in w or w.startswith(f"{method}.") for w in wanted)
+
+
 def _replace_first_argument(args, kwargs, fn):
     if args:
         return (fn(args[0]),) + tuple(args[1:]), kwargs
-    if not kwargs:
-        raise ValueError("cannot read the input of a module called without arguments")
     first = next(iter(kwargs))
     return args, {**kwargs, first: fn(kwargs[first])}
 
 
-def _replace_first_output(out, fn):
+def _replace_output(out, index: int, fn):
+    """`out` with element `index` replaced (a bare value is its own element 0)."""
     if isinstance(out, tuple) and not hasattr(out, "_fields"):
-        return (fn(out[0]),) + out[1:]
-    if isinstance(out, Mapping):  # HF ModelOutput: the first field
-        first = next(iter(out))
-        out[first] = fn(out[first])
+        if out[index] is None:
+            return out
+        return out[:index] + (fn(out[index]),) + out[index + 1 :]
+    if isinstance(out, Mapping):  # HF ModelOutput: its fields in order
+        name = list(out)[index]
+        out[name] = fn(out[name])
+        return out
+    if index != 0:
         return out
     return fn(out)

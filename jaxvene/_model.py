@@ -461,7 +461,8 @@ class IntervenableModel:
     def count_parameters(self, include_model: bool = False) -> int:
         count = sum(int(np.prod(x.shape)) for x in self.get_trainable_parameters())
         if include_model:
-            count += sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.adapter.params))
+            model_arrays = jax.tree_util.tree_leaves(eqx.filter(self.adapter.params, eqx.is_array))
+            count += sum(int(np.prod(x.shape)) for x in model_arrays)
         return count
 
     def __repr__(self) -> str:

@@ -47,6 +47,8 @@ class Site:
     def view_shape(self, tap_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of the view of a tap value of shape `tap_shape` (`(B, S, F)`)."""
         *lead, width = tap_shape
+        if len(lead) == 1 and self.heads is None:
+            lead = [lead[0], 1]  # a (batch, width) value is one position
         if self.part is not None:
             width //= self.part[1]
         if self.heads is None:
@@ -65,6 +67,8 @@ class Site:
                 raise ValueError(f"{self.describe()}: width {part_width} does not split into {self.heads} heads")
 
     def view(self, value: Array) -> Array:
+        if value.ndim == 2 and self.heads is None:
+            value = value[:, None, :]
         if self.part is not None:
             index, count = self.part
             width = value.shape[-1] // count
@@ -79,6 +83,8 @@ class Site:
         if self.heads is not None:
             b, h, s, dh = view.shape
             view = view.transpose(0, 2, 1, 3).reshape(b, s, h * dh)
+        if value.ndim == 2 and view.ndim == 3:
+            view = view[:, 0, :]
         if self.part is None:
             return view.astype(value.dtype)
         index, count = self.part
@@ -94,6 +100,3 @@ def normalise_path(text: str) -> str:
     """pyvene writes module paths as `h[0].mlp`; taps use dots only: `h.0.mlp`."""
     return text.replace("[", ".").replace("]", "").replace("..", ".").strip(".")
 
-
-def as_array(x):
-    return jnp.asarray(x)
