@@ -27,6 +27,7 @@ from ._interventions import SkipIntervention as SkipIntervention
 from ._interventions import NoiseIntervention as NoiseIntervention
 from ._interventions import LambdaIntervention as LambdaIntervention
 from ._hooks import tap as tap
+from ._hooks import scan_layers as scan_layers
 from ._adapters import HFFlaxAdapter as HFFlaxAdapter
 from ._generic import FunctionAdapter as FunctionAdapter
 from ._generic import FlaxModuleAdapter as FlaxModuleAdapter

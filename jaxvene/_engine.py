@@ -167,6 +167,58 @@ def run(
     return outputs, tuple(ex.collected)
 
 
+class _Handler:
+    """Routes tap events to an :class:`Execution`. Taps inside `jaxvene.scan_layers` arrive
+    through :meth:`indexed` with the (traced) layer index; what they read leaves the scan as
+    scan outputs and is picked per layer in :meth:`finish_scan`."""
+
+    def __init__(self, ex, by_tap, base_locations, gate):
+        self.ex, self.by_tap, self.base_locations, self.gate = ex, by_tap, base_locations, gate
+
+    def __call__(self, name, value):
+        ex = self.ex
+        for op, i in self.by_tap.get(name, ()):
+            if op == "get":
+                p = ex.plan.placements[i]
+                ex.source_acts[i] = gather(p.source_site.view(value), p.unit, ex.locations[i][0])
+            else:
+                value = self._set(i, value, None)
+        return value
+
+    def _set(self, i, value, when):
+        ex = self.ex
+        loc = ex.locations[i][1] if self.base_locations is None else self.base_locations[i]
+        new = ex.write(i, value, loc)
+        gate = self.gate
+        if when is not None:
+            gate = when if gate is None else gate & when
+        return new if gate is None else jnp.where(gate, new, value)
+
+    def indexed(self, name, value, index, reads, length):
+        ex = self.ex
+        for op, i in self.by_tap.get(name, ()):
+            p = ex.plan.placements[i]
+            if op == "get":
+                reads[("get", i)] = gather(p.source_site.view(value), p.unit, ex.locations[i][0])
+            else:
+                before = ex.collected[i]
+                value = self._set(i, value, index == p.site.layer)
+                if ex.collected[i] is not before:  # collected inside the scan: carry it out
+                    reads[("collect", i)] = ex.collected[i]
+                    ex.collected[i] = before
+        return value
+
+    def finish_scan(self, reads):
+        ex = self.ex
+        for (kind, i), stacked in reads.items():
+            layer = ex.plan.placements[i].site.layer
+            picked = jax.tree_util.tree_map(lambda x: x[layer], stacked)
+            if kind == "get":
+                ex.source_acts[i] = picked
+            else:
+                ex.collected[i] = picked
+
+
 class Execution:
     """The state of one intervened call, inside a trace: source activations read so far and
     activations collected. :func:`run` and the decode loop of :mod:`jaxvene._generate` drive it."""
@@ -209,18 +261,7 @@ class Execution:
         for i in getters:
             by_tap.setdefault(self.plan.placements[i].source_site.tap, []).append(("get", i))
 
-        def handle(name, value):
-            for op, i in by_tap.get(name, ()):
-                if op == "get":
-                    p = self.plan.placements[i]
-                    self.source_acts[i] = gather(p.source_site.view(value), p.unit, self.locations[i][0])
-                else:
-                    loc = self.locations[i][1] if base_locations is None else base_locations[i]
-                    new = self.write(i, value, loc)
-                    value = new if gate is None else jnp.where(gate, new, value)
-            return value
-
-        return handle, set(by_tap)
+        return _Handler(self, by_tap, base_locations, gate), set(by_tap)
 
     def model_pass(self, inputs, setters: Sequence[int], getters: Sequence[int]):
         handle, taps = self.handler(setters, getters)

@@ -92,22 +92,35 @@ class FunctionAdapter:
     def sites(self, inputs=None) -> dict[str, tuple[int, ...]]:
         """Every site of the model and its value's shape for `inputs` (default: the example)."""
         inputs = self.example_inputs if inputs is None else self.prepare(inputs)
+        return dict(self._trace(inputs)[0])
+
+    def layers(self, inputs=None) -> dict[str, int]:
+        """Sites inside `jaxvene.scan_layers`, with their number of layers."""
+        return dict(self._trace(self.example_inputs if inputs is None else self.prepare(inputs))[1])
+
+    def _trace(self, inputs):
         key = _signature(inputs)
         if key not in self._shape_cache:
             seen: dict[str, tuple[int, ...]] = {}
+            layered: dict[str, int] = {}
 
-            def record(name, value):
-                if hasattr(value, "shape") and hasattr(value, "dtype"):
-                    seen.setdefault(name, tuple(value.shape))
-                return value
+            class Recorder:
+                def __call__(self, name, value):
+                    if hasattr(value, "shape") and hasattr(value, "dtype"):
+                        seen.setdefault(name, tuple(value.shape))
+                    return value
+
+                def indexed(self, name, value, index, reads, length):
+                    layered[name] = int(length)
+                    return self(name, value)
 
             def run(params, inputs):
-                with handling(record, None):
+                with handling(Recorder(), None):
                     return self.apply(params, inputs)
 
             eqx.filter_eval_shape(run, self.params, inputs)
-            self._shape_cache[key] = seen
-        return dict(self._shape_cache[key])
+            self._shape_cache[key] = (seen, layered)
+        return self._shape_cache[key]
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -129,6 +142,14 @@ class FunctionAdapter:
                 f"site {component!r} has shape {shapes[name]}; jaxvene intervenes on (batch, width) "
                 "or (batch, positions, width) values"
             )
+        layered = self.layers()
+        if name in layered:
+            if not 0 <= int(layer) < layered[name]:
+                raise IndexError(
+                    f"layer {layer} is out of range for site {component!r}: it is inside a scan over "
+                    f"{layered[name]} layers (0..{layered[name] - 1})"
+                )
+            return Site(name, component=component, layer=int(layer), indexed=True)
         return Site(name, component=component)
 
     def site_length(self, inputs, site: Site) -> int:

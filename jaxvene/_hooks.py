@@ -20,10 +20,11 @@ from typing import Callable, Iterable, Mapping, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from ._sites import join_path
 
-__all__ = ["tap", "handling", "ModuleOverride"]
+__all__ = ["tap", "handling", "scan_layers", "ModuleOverride"]
 
 Handler = Callable[[str, jax.Array], jax.Array]
 # An override re-implements a module's __call__ to expose values that are not module calls
@@ -56,6 +57,46 @@ def tap(name: str, value: jax.Array) -> jax.Array:
         return value
     with jax.named_scope(name):
         return stack[-1](name, value)
+
+
+def scan_layers(body: Callable, init, xs, length: Optional[int] = None):
+    """`jax.lax.scan` over a stack of layers, with taps jaxvene can address per layer.
+
+    Use it in place of `lax.scan` where a model runs its stacked layers. Taps inside `body`
+    then name one site per layer: `IntervenableConfig([{"layer": 3, "component": "mlp"}])`
+    acts on iteration 3 only. The layer index is data inside the scan (one traced body serves
+    every layer): an intervention is applied as `where(index == layer, patched, value)`, and
+    values read inside the scan come out as extra scan outputs, so nothing leaks. Outside a
+    jaxvene run this is exactly `lax.scan`.
+    """
+    stack = _stack()
+    if not stack:
+        return jax.lax.scan(body, init, xs, length=length)
+    outer = stack[-1]
+    n = length if length is not None else jax.tree_util.tree_leaves(xs)[0].shape[0]
+    indexed = getattr(outer, "indexed", None)
+
+    def wrapped(carry, inputs):
+        x, index = inputs
+        reads: dict = {}
+
+        def inner(name, value):
+            if indexed is None:
+                return outer(name, value)
+            return indexed(name, value, index, reads, n)
+
+        stack.append(inner)
+        try:
+            carry, y = body(carry, x)
+        finally:
+            stack.pop()
+        return carry, (y, reads)
+
+    carry, (ys, reads) = jax.lax.scan(wrapped, init, (xs, jnp.arange(n)), length=n)
+    finish = getattr(outer, "finish_scan", None)
+    if finish is not None:
+        finish(reads)
+    return carry, ys
 
 
 @contextlib.contextmanager

@@ -34,6 +34,8 @@ class Site:
     heads: Optional[int] = None
     component: str = ""
     layer: Optional[int] = None
+    #: the tap is inside `jaxvene.scan_layers`: act only on iteration `layer`
+    indexed: bool = False
 
     @property
     def is_head_site(self) -> bool:

@@ -112,3 +112,44 @@ def test_equinox_model_by_surgery():
     _, out = model(x, [xs], {"sources->base": 0}, subspaces=1)
     h = mlp.up(x).at[:, 3:].set(mlp.up(xs)[:, 3:])
     np.testing.assert_allclose(out, mlp.down(jax.nn.relu(h)), atol=1e-5)
+
+
+def scanned_model(params, inputs):
+    """Three stacked tanh layers run with jaxvene.scan_layers; a tap inside the scan."""
+
+    def layer(h, w):
+        return jv.tap("block.output", jnp.tanh(h @ w)), None
+
+    h, _ = jv.scan_layers(layer, inputs["x"], params["w"])
+    return {"out": h}
+
+
+def test_scanned_layers_are_addressed_by_layer_index():
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(3, 4, 4)).astype(np.float32)) * 0.7
+    params = {"w": w}
+    adapter = jv.FunctionAdapter(scanned_model, params, {"x": X})
+    assert adapter.layers() == {"block.output": 3}
+    np.testing.assert_allclose(scanned_model(params, {"x": X})["out"],
+                               jnp.tanh(jnp.tanh(jnp.tanh(X @ w[0]) @ w[1]) @ w[2]), atol=1e-6)
+
+    def hand(x, xs, layer, src_pos, base_pos):
+        hs_src = [xs]
+        for k in range(3):
+            hs_src.append(jnp.tanh(hs_src[-1] @ w[k]))
+        h = x
+        for k in range(3):
+            h = jnp.tanh(h @ w[k])
+            if k == layer:
+                h = h.at[:, base_pos].set(hs_src[k + 1][:, src_pos])
+        return h
+
+    for layer in (0, 1):
+        model = jv.IntervenableModel(jv.IntervenableConfig([{"layer": layer, "component": "block.output"}]), adapter)
+        _, out = model({"x": X}, [{"x": XS}], {"sources->base": (2, 4)})
+        np.testing.assert_allclose(out["out"], hand(X, XS, layer, 2, 4), atol=1e-5)
+    collect = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block.output"}],
+                                                         intervention_types=jv.CollectIntervention), adapter)
+    (_, collected), _ = collect({"x": X}, unit_locations={"base": 3})
+    np.testing.assert_allclose(collected[0][:, 0], jnp.tanh(jnp.tanh(X @ w[0]) @ w[1])[:, 3], atol=1e-6)
+    with pytest.raises(IndexError, match="layer 3 is out of range.*scan over 3 layers"):
+        jv.IntervenableModel(jv.IntervenableConfig([{"layer": 3, "component": "block.output"}]), adapter)
