@@ -162,10 +162,17 @@ class HFFlaxAdapter:
         """Length of the position axis of `site` for these inputs (the token count)."""
         return int(inputs["input_ids"].shape[1])
 
-    def apply(self, params, inputs: Mapping) -> dict:
-        """The model as a pure function of its params; returns the output fields as a dict."""
+    def apply(self, params, inputs: Mapping, logit_positions=None) -> dict:
+        """The model as a pure function of its params; returns the output fields as a dict.
+
+        With `logit_positions` (`(B, K)` ints), only the logits at those positions are computed
+        (`{"logits": (B, K, V)}`): the unembedding is usually the largest matmul of a small
+        model, and a loss or metric rarely reads more than one position.
+        """
         if "attention_mask" not in inputs or "position_ids" not in inputs:
             inputs = self.prepare(inputs)
+        if logit_positions is not None:
+            return {"logits": self._logits_at(params, inputs, logit_positions)}
         out = self.module.apply(
             {"params": params},
             input_ids=inputs["input_ids"],
@@ -175,6 +182,27 @@ class HFFlaxAdapter:
             return_dict=True,
         )
         return {k: v for k, v in out.items() if v is not None}
+
+    def _logits_at(self, params, inputs, positions):
+        base_name = self.prefix.rstrip(".")
+        if not base_name:
+            raise ValueError(f"{type(self.hf_model).__name__} has no LM head: logit_positions needs a causal LM")
+
+        def body(module, **kwargs):
+            return getattr(module, base_name)(**kwargs)
+
+        out = self.module.apply(
+            {"params": params}, input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+            position_ids=inputs["position_ids"], deterministic=True, return_dict=True, method=body,
+        )
+        hidden = out["last_hidden_state"]  # after the final norm
+        hidden = jnp.take_along_axis(hidden, jnp.asarray(positions)[..., None], axis=1)
+        base = params[base_name]
+        tied = getattr(self.config, "tie_word_embeddings", False) and self.config.model_type in ("gpt2", "gemma")
+        if tied:
+            table = base["wte"]["embedding"] if "wte" in base else base["embed_tokens"]["embedding"]
+            return hidden @ table.T.astype(hidden.dtype)
+        return hidden @ params["lm_head"]["kernel"].astype(hidden.dtype)
 
     def wrap_output(self, fields: dict):
         """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned."""

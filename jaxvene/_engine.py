@@ -141,6 +141,7 @@ def run(
     subspaces: Optional[Sequence[Optional[jax.Array]]] = None,
     source_representations: Optional[Sequence[Optional[jax.Array]]] = None,
     key: Optional[jax.Array] = None,
+    logit_positions: Optional[jax.Array] = None,
 ):
     """Run the model on `base` with the plan's interventions; a pure function.
 
@@ -155,6 +156,8 @@ def run(
       subspaces: per placement, `None` or an int array `(B, K)` of indices (`-1` pads).
       source_representations: per placement, `None` or a constant source activation.
       key: PRNG key for stochastic interventions (split per placement).
+      logit_positions: `(B, K)` ints: compute the base run's logits at these positions only
+        (HF causal LMs), `(B, K, V)`; the rest of the model is unchanged.
 
     Returns:
       `(outputs, collected)`: the base run's output fields (a dict, e.g. `{"logits": ...}`)
@@ -163,7 +166,7 @@ def run(
     """
     ex = Execution(adapter, plan, params, interventions, sources, locations, subspaces, source_representations, key)
     ex.run_sources()
-    outputs = ex.model_pass(base, ex.final_setters(), ())
+    outputs = ex.model_pass(base, ex.final_setters(), (), logit_positions)
     return outputs, tuple(ex.collected)
 
 
@@ -263,10 +266,12 @@ class Execution:
 
         return _Handler(self, by_tap, base_locations, gate), set(by_tap)
 
-    def model_pass(self, inputs, setters: Sequence[int], getters: Sequence[int]):
+    def model_pass(self, inputs, setters: Sequence[int], getters: Sequence[int], logit_positions=None):
         handle, taps = self.handler(setters, getters)
         with handling(handle, taps, self.adapter.overrides(taps)):
-            return self.adapter.apply(self.params, inputs)
+            if logit_positions is None:
+                return self.adapter.apply(self.params, inputs)
+            return self.adapter.apply(self.params, inputs, logit_positions=logit_positions)
 
     def write(self, i: int, value, loc):
         """The tap value with placement `i`'s intervention applied at `loc`."""

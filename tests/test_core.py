@@ -111,3 +111,18 @@ def test_pure_core_under_jit_with_interventions_as_pytrees(flax_gpt2):
     out = fn(model.adapter.params, model.intervention_params(), locs)
     _, ref = model({"input_ids": base}, [{"input_ids": src}], {"sources->base": 3})
     np.testing.assert_allclose(out["logits"], ref.logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["flax_gpt2", "flax_llama"])
+def test_logits_at_chosen_positions_only(name, request):
+    model = request.getfixturevalue(name)
+    base, src = _ids(0, (2, 6)), _ids(1, (2, 6))
+    jm = _vanilla(model, layer=1)
+    b, s, locs, subs, consts = jm.prepare({"input_ids": base}, [{"input_ids": src}], {"sources->base": 2})
+    positions = jnp.array([[5, 3], [4, 4]])
+    out, _ = jv.core.run(jm.adapter, jm.plan(), jm.adapter.params, jm.intervention_params(), b, s, locs, subs,
+                         consts, logit_positions=positions)
+    _, full = jm({"input_ids": base}, [{"input_ids": src}], {"sources->base": 2})
+    assert out["logits"].shape == (2, 2, 50)
+    np.testing.assert_allclose(out["logits"][0], full.logits[0, [5, 3]], atol=1e-5)
+    np.testing.assert_allclose(out["logits"][1], full.logits[1, [4, 4]], atol=1e-5)
