@@ -37,6 +37,7 @@ from ._sweep import sweep as sweep
 from ._tracing import causal_trace as causal_trace
 from ._tracing import CausalTrace as CausalTrace
 from . import patching as patching
+from . import training as training
 from . import core as core
 
 __version__ = "0.1.0"
