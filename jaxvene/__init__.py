@@ -33,6 +33,8 @@ from ._generic import FunctionAdapter as FunctionAdapter
 from ._generic import FlaxModuleAdapter as FlaxModuleAdapter
 from ._generic import equinox_adapter as equinox_adapter
 from ._generic import list_sites as list_sites
+from ._mlp import MLPConfig as MLPConfig
+from ._mlp import MLPForClassification as MLPForClassification
 from ._sweep import sweep as sweep
 from ._tracing import causal_trace as causal_trace
 from ._tracing import CausalTrace as CausalTrace

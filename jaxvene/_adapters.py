@@ -224,6 +224,8 @@ def adapt(model) -> HFFlaxAdapter:
 
     if isinstance(model, (HFFlaxAdapter, FunctionAdapter)):
         return model
+    if hasattr(model, "jaxvene_adapter"):  # models that describe their own sites
+        return model.jaxvene_adapter()
     if hasattr(model, "module") and hasattr(model, "params") and hasattr(model, "config"):
         return HFFlaxAdapter(model)
     raise TypeError(

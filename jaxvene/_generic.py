@@ -56,11 +56,15 @@ class FunctionAdapter:
 
     family = None
 
-    def __init__(self, fn: Callable, params: Any, example_inputs: Any):
+    def __init__(self, fn: Callable, params: Any, example_inputs: Any,
+                 components: Optional[Mapping[str, str]] = None, num_layers: Optional[int] = None):
         self.fn = fn
         self._params = params
         self.example_inputs = self.prepare(example_inputs)
         self._shape_cache: dict = {}
+        # optional pyvene-style names: component -> site template with "{layer}"
+        self.component_map = dict(components or {})
+        self.num_layers = num_layers
 
     # ------------------------------------------------------------------ model surface
     @property
@@ -131,11 +135,20 @@ class FunctionAdapter:
         return {t: shapes[t] for t in taps if t in shapes}
 
     def site(self, component: str, layer: int = 0) -> Site:
+        if component in self.component_map:
+            if self.num_layers is not None and not 0 <= int(layer) < self.num_layers:
+                raise IndexError(
+                    f"layer {layer} is out of range for component {component!r}: the model has "
+                    f"{self.num_layers} layers (0..{self.num_layers - 1})"
+                )
+            name = self.component_map[component].format(layer=int(layer))
+            return Site(name, component=component, layer=int(layer))
         name = normalise_path(component) if ("[" in component) else component
         shapes = self.sites()
         if name not in shapes:
+            named = f"components {', '.join(self.component_map)}, or " if self.component_map else ""
             raise ValueError(
-                f"unknown site {component!r}; this model's sites are: {', '.join(sorted(shapes))}"
+                f"unknown site {component!r}; this model has {named}sites: {', '.join(sorted(shapes))}"
             )
         if len(shapes[name]) not in (2, 3):
             raise ValueError(
