@@ -175,3 +175,33 @@ def test_noise_through_the_model_depends_only_on_the_key(flax_gpt2):
     _, c = model({"input_ids": ids}, unit_locations={"base": [0, 1, 2]}, key=jax.random.key(1))
     np.testing.assert_array_equal(a.logits, b.logits)
     assert not np.allclose(a.logits, c.logits)
+
+
+def test_serial_mode_chains_sources_into_the_base(flax_gpt2):
+    """source_0 -> source_1 at layer 0 position 3, then source_1 (now counterfactual) ->
+    base at layer 2 position 4; the same as doing both steps by hand with constant sources."""
+    base, s0, s1 = _ids(0, (2, 6)), _ids(1, (2, 6)), _ids(2, (2, 6))
+    reps = [{"layer": 0, "component": "block_output"}, {"layer": 2, "component": "block_output"}]
+    serial = jv.IntervenableModel(jv.IntervenableConfig(reps, mode="serial"), flax_gpt2)
+    _, out = serial({"input_ids": base}, [{"input_ids": s0}, {"input_ids": s1}],
+                    {"source_0->source_1": 3, "source_1->base": 4})
+    # by hand
+    h0 = _collect(flax_gpt2, "block_output", 0, s0, [3])
+    first = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 0, "component": "block_output"},
+                                                        {"layer": 2, "component": "block_output"}],
+                                                       intervention_types=[jv.VanillaIntervention, jv.CollectIntervention]),
+                                 flax_gpt2)
+    # patch position 3 at layer 0 of source_1, and read its layer-2 output at position 4
+    (_, collected), _ = first({"input_ids": s1}, unit_locations={"base": [[[3]] * 2, [[4]] * 2]},
+                              source_representations=[h0, None])
+    second = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 2, "component": "block_output"}]), flax_gpt2)
+    _, ref = second({"input_ids": base}, unit_locations={"base": 4}, source_representations=collected[0])
+    np.testing.assert_allclose(out.logits, ref.logits, atol=1e-5)
+
+
+def test_positional_representation_and_defaults(flax_gpt2):
+    config = jv.IntervenableConfig([jv.RepresentationConfig(1, "mlp_output", "pos", 1)])
+    assert config.representations[0].component == "mlp_output"
+    assert config.intervention_types == [jv.VanillaIntervention]
+    model = jv.IntervenableModel(config, flax_gpt2)
+    assert model.sorted_keys == ["layer_1_comp_mlp_output_unit_pos_nunit_1#0"]
