@@ -26,6 +26,14 @@ from ._interventions import CollectIntervention as CollectIntervention
 from ._interventions import SkipIntervention as SkipIntervention
 from ._interventions import NoiseIntervention as NoiseIntervention
 from ._interventions import LambdaIntervention as LambdaIntervention
+from ._rotations import RotatedSpaceIntervention as RotatedSpaceIntervention
+from ._rotations import LowRankRotatedSpaceIntervention as LowRankRotatedSpaceIntervention
+from ._rotations import BoundlessRotatedSpaceIntervention as BoundlessRotatedSpaceIntervention
+from ._rotations import SigmoidMaskRotatedSpaceIntervention as SigmoidMaskRotatedSpaceIntervention
+from ._rotations import SigmoidMaskIntervention as SigmoidMaskIntervention
+from ._rotations import PCARotatedSpaceIntervention as PCARotatedSpaceIntervention
+from ._rotations import AutoencoderIntervention as AutoencoderIntervention
+from ._rotations import JumpReLUAutoencoderIntervention as JumpReLUAutoencoderIntervention
 from ._hooks import tap as tap
 from ._hooks import scan_layers as scan_layers
 from ._adapters import HFFlaxAdapter as HFFlaxAdapter
