@@ -42,6 +42,8 @@ from ._generic import FlaxModuleAdapter as FlaxModuleAdapter
 from ._generic import equinox_adapter as equinox_adapter
 from ._generic import list_sites as list_sites
 from ._mlp import MLPConfig as MLPConfig
+from ._saving import register_intervention as register_intervention
+from ._saving import load_pyvene_intervention as load_pyvene_intervention
 from ._mlp import MLPForClassification as MLPForClassification
 from ._sweep import sweep as sweep
 from ._tracing import causal_trace as causal_trace

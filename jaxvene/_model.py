@@ -449,6 +449,20 @@ class IntervenableModel:
             cache[signature] = eqx.filter_jit(program)
         return cache[signature]
 
+    # ------------------------------------------------------------------ saving
+    def save(self, save_directory: str) -> None:
+        """Config as JSON and intervention weights as safetensors (atomic writes, no pickle)."""
+        from ._saving import save_intervenable
+
+        save_intervenable(self, save_directory)
+
+    @staticmethod
+    def load(load_directory: str, model) -> "IntervenableModel":
+        """Rebuild a saved setup around `model`; errors if the save does not match it."""
+        from ._saving import load_intervenable
+
+        return load_intervenable(load_directory, model)
+
     # ------------------------------------------------------------------ pyvene helpers
     def get_trainable_parameters(self):
         """The arrays of trainable interventions (linked ones once), as a list."""
