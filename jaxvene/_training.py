@@ -73,7 +73,7 @@ def make_batch(model, base, sources=None, unit_locations=None, subspaces=None, l
              "source_representations": constants}
     if labels is not None:
         batch["labels"] = jnp.asarray(np.asarray(labels)).astype(jnp.int32)
-    if logit_position is not None:
+    if logit_position is not None and "input_ids" in base_in:
         length = base_in["input_ids"].shape[1]
         pos = logit_position % length
         batch["logit_positions"] = jnp.full((base_in["input_ids"].shape[0], 1), pos, jnp.int32)
@@ -82,8 +82,9 @@ def make_batch(model, base, sources=None, unit_locations=None, subspaces=None, l
 
 def iit_loss(logits, labels):
     """Counterfactual-label cross-entropy: `logits (B, K, V)` at the read positions (the last
-    one is used) against the causal model's counterfactual labels `(B,)`."""
-    logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
+    one is used; a classifier's `(B, V)` as is) against the counterfactual labels `(B,)`."""
+    logits = logits[:, -1] if logits.ndim == 3 else logits  # classifiers give (B, V)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
 
 
@@ -199,7 +200,8 @@ def evaluate_iia(model, batches: Iterable[dict]) -> float:
         outputs, _ = run(adapter, plan, params, ivs, batch["base"], batch["sources"], batch["locations"],
                          batch.get("subspaces"), batch.get("source_representations"),
                          logit_positions=batch.get("logit_positions"))
-        return jnp.argmax(outputs["logits"][:, -1], axis=-1)
+        logits = outputs["logits"]
+        return jnp.argmax(logits[:, -1] if logits.ndim == 3 else logits, axis=-1)
 
     correct = total = 0
     for batch in batches:
