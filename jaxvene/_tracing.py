@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,17 @@ def embedding_noise_scale(model, params=None, factor: float = 3.0) -> float:
     return float(factor * jnp.std(emb) * scale)
 
 
+@eqx.filter_jit
+def _corrupt(stack, prob, params, batch, in_subject, key, scale):
+    """Corrupted embeddings, and the target's probability on the clean and corrupted runs."""
+    clean_embedding = stack.embed(params, batch)
+    noise = scale * jax.random.normal(key, clean_embedding.shape, clean_embedding.dtype)
+    corrupted = clean_embedding + jnp.where(in_subject[None, :, None], noise, 0)
+    clean_p = prob(stack.head(params, stack.scan(params, batch)[0][-1][:, -1:])).mean()
+    corrupted_p = prob(stack.head(params, stack.scan(params, batch, corrupted)[0][-1][:, -1:])).mean()
+    return corrupted, clean_p, corrupted_p
+
+
 def causal_trace(
     model,
     inputs: dict,
@@ -161,14 +173,10 @@ def causal_trace(
     scale = embedding_noise_scale(model, params) if noise_scale is None else float(noise_scale)
 
     batch = {k: jnp.repeat(v, samples, axis=0) for k, v in prepared.items()}
-    clean_embedding = stack.embed(params, batch)
-    noise = scale * jax.random.normal(key, clean_embedding.shape, clean_embedding.dtype)
-    in_subject = jnp.zeros((length,), bool).at[jnp.asarray(subject)].set(True)
-    corrupted_embedding = clean_embedding + jnp.where(in_subject[None, :, None], noise, 0)
-
     prob = TokenProbability(int(target))
-    clean_p = float(prob(stack.head(params, stack.scan(params, batch)[0][-1][:, -1:])).mean())
-    corrupted_p = float(prob(stack.head(params, stack.scan(params, batch, corrupted_embedding)[0][-1][:, -1:])).mean())
+    in_subject = jnp.zeros((length,), bool).at[jnp.asarray(subject)].set(True)
+    corrupted_embedding, clean_p, corrupted_p = _corrupt(stack, prob, params, batch, in_subject, key, jnp.float32(scale))
+    clean_p, corrupted_p = float(clean_p), float(corrupted_p)
     scores = {}
     for component in components:
         table = sweep(
