@@ -1,155 +1,17 @@
-"""DAS on hierarchical equality, after pyvene's DAS tutorial (Geiger et al.).
+"""DAS on hierarchical equality (pyvene's DAS tutorial), reproduced with jaxvene.
 
-The task: four entities W, X, Y, Z (random vectors); the label is (W == X) == (Y == Z). A
-3-layer ReLU MLP (width 16) is trained from scratch on it; then DAS learns a 16 x 16 rotation of
-its first hidden layer in which the first 8 dimensions hold the variable WX = (W == X) and the
-last 8 hold YZ = (Y == Z): interchanging those halves between inputs must change the output as
-the causal model `O = (WX == YZ)` predicts. pyvene's tutorial reports test IIA 0.97.
+    python examples/das_hierarchical_equality.py [--quick]
 
-    python examples/das_hierarchical_equality.py            # full run, a few minutes on CPU
-    python examples/das_hierarchical_equality.py --quick    # a reduced run (the test runs this)
+The code lives in `jaxvene/_hierarchical_equality.py` so that `python -m jaxvene das` runs it
+too; read it there. It trains a 3-layer MLP on (W==X)==(Y==Z) from scratch, generates
+counterfactual data with `jaxvene.CausalModel`, and trains one 16 x 16 rotation shared by two
+linked interventions (WX in rotated dims 0-7, YZ in 8-15). Full run: test IIA 0.974 in about
+35 s on a 2-core CPU (pyvene's tutorial reports 0.97; its training takes about 35 minutes here).
 """
 
-from __future__ import annotations
+import sys
 
-import argparse
-import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-import jaxvene as jv
-
-DIM = 4  # each entity is a random vector of this size; the input is 4 of them (16 numbers)
-
-
-def causal_model(seed: int) -> jv.CausalModel:
-    # entities are abstract ids here; `embed` turns them into vectors afterwards
-    ids = list(range(8))
-    return jv.CausalModel(
-        ["W", "X", "Y", "Z", "WX", "YZ", "O"],
-        {"W": ids, "X": ids, "Y": ids, "Z": ids, "WX": [0, 1], "YZ": [0, 1], "O": [0, 1]},
-        {"W": [], "X": [], "Y": [], "Z": [], "WX": ["W", "X"], "YZ": ["Y", "Z"], "O": ["WX", "YZ"]},
-        {"W": lambda: 0, "X": lambda: 0, "Y": lambda: 0, "Z": lambda: 0,
-         "WX": lambda w, x: int(w == x), "YZ": lambda y, z: int(y == z), "O": lambda a, b: int(a == b)},
-        seed=seed,
-    )
-
-
-class Embedder:
-    """Fresh random vectors per sampled input (the tutorial's "infinite" entities): equal ids
-    within one input get the same vector, so only equality carries information."""
-
-    def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, setting) -> np.ndarray:
-        table = {}
-        out = []
-        for v in ("W", "X", "Y", "Z"):
-            if setting[v] not in table:
-                table[setting[v]] = self.rng.uniform(-1, 1, DIM).astype(np.float32)
-            out.append(table[setting[v]])
-        return np.concatenate(out)
-
-
-def factual_data(n: int, rng: np.random.Generator):
-    """Vectorised samples of the task, balanced over (W == X, Y == Z)."""
-    wx, yz = rng.integers(0, 2, n), rng.integers(0, 2, n)
-    w, y = rng.uniform(-1, 1, (n, DIM)), rng.uniform(-1, 1, (n, DIM))
-    x = np.where(wx[:, None] == 1, w, rng.uniform(-1, 1, (n, DIM)))
-    z = np.where(yz[:, None] == 1, y, rng.uniform(-1, 1, (n, DIM)))
-    return np.concatenate([w, x, y, z], axis=1).astype(np.float32), (wx == yz).astype(np.int32)
-
-
-def train_mlp(n: int, epochs: int, seed: int):
-    """The task model: 3 ReLU layers of width 16 and a 2-way head, trained with Adam."""
-    rng = np.random.default_rng(seed)
-    x, y = factual_data(n, rng)
-    mlp = jv.MLPForClassification(jv.MLPConfig(h_dim=4 * DIM, n_layer=3, num_classes=2, activation_function="relu"),
-                                  seed=seed)
-    opt = optax.adam(optax.cosine_decay_schedule(3e-3, epochs * (n // 1024)))
-    state = opt.init(mlp.params)
-
-    @jax.jit
-    def step(params, state, xb, yb):
-        def loss(p):
-            logits = mlp.module.apply({"params": p}, xb)["logits"]
-            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
-
-    params = mlp.params
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for i in range(0, n - 1023, 1024):
-            idx = order[i:i + 1024]
-            params, state, _ = step(params, state, x[idx], y[idx])
-    mlp.params = params
-    return mlp
-
-
-def counterfactual_batches(model: jv.CausalModel, das, n: int, batch: int, seed: int):
-    """Batches for the two linked DAS interventions: id 0 interchanges WX, 1 YZ, 2 both.
-    An intervention that is not used gets the base itself as its source (a no-op)."""
-    embed = Embedder(seed)
-    kinds = [{"WX"}, {"YZ"}, {"WX", "YZ"}]
-    batches = []
-    for k in range(n // batch):
-        which = kinds[k % 3]
-        bases, src_wx, src_yz, labels = [], [], [], []
-        for _ in range(batch):
-            base = model.sample_input_tree_balanced()
-            sources = {v: model.sample_input_tree_balanced(output_var=v,
-                                                           output_var_value=int(model.rng.integers(2)))
-                       for v in which}
-            labels.append(model.run_interchange(base, sources)["O"])
-            b = embed(model.run_forward(base))
-            bases.append(b)
-            src_wx.append(embed(model.run_forward(sources["WX"])) if "WX" in sources else b)
-            src_yz.append(embed(model.run_forward(sources["YZ"])) if "YZ" in sources else b)
-        batches.append(jv.training.make_batch(
-            das, {"inputs_embeds": np.stack(bases)},
-            [{"inputs_embeds": np.stack(src_wx)}, {"inputs_embeds": np.stack(src_yz)}],
-            {"sources->base": 0}, subspaces=[[[0]] * batch, [[1]] * batch], labels=np.asarray(labels),
-            logit_position=None))
-    return batches
-
-
-def run(n_train: int = 1_000_000, mlp_epochs: int = 3, das_train: int = 120_000, das_epochs: int = 10,
-        batch: int = 1000, lr: float = 1e-2, seed: int = 0, progress: bool = True) -> dict:
-    t0 = time.time()
-    model = causal_model(seed)
-    mlp = train_mlp(n_train, mlp_epochs, seed)
-    xt, yt = factual_data(10_000, np.random.default_rng(seed + 1))
-    accuracy = float((np.asarray(mlp({"inputs_embeds": xt})["logits"]).argmax(-1) == yt).mean())
-
-    reps = [{"layer": 0, "component": "block_output", "subspace_partition": [[0, 8], [8, 16]],
-             "intervention_link_key": 0}] * 2
-    das = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.RotatedSpaceIntervention), mlp)
-    train = counterfactual_batches(model, das, das_train, batch, seed + 2)
-    jv.training.train_interventions(das, train, optax.adam(lr), epochs=das_epochs, progress=progress)
-    test_batches = counterfactual_batches(model, das, 3000, batch, seed + 3)
-    iia = jv.training.evaluate_iia(das, test_batches)
-    return {"task_accuracy": accuracy, "iia": iia, "seconds": time.time() - t0,
-            "trainable_parameters": das.count_parameters()}
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    kwargs = dict(n_train=300_000, mlp_epochs=3, das_train=30_000, das_epochs=10) if args.quick else {}
-    result = run(**kwargs)
-    print(f"MLP test accuracy on (W==X)==(Y==Z): {result['task_accuracy']:.3f}")
-    print(f"DAS rotation: {result['trainable_parameters']} trainable parameters")
-    print(f"interchange intervention accuracy (test): {result['iia']:.3f}   (pyvene's tutorial: 0.97)")
-    print(f"{result['seconds']:.0f} s")
-
+from jaxvene._hierarchical_equality import main, run  # noqa: F401
 
 if __name__ == "__main__":
-    main()
+    main(quick="--quick" in sys.argv)

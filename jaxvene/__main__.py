@@ -12,12 +12,18 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="activation patching on a small GPT-2, every layer x position")
     demo.add_argument("--out", default="jaxvene-output", help="folder for the pictures")
+    das = sub.add_parser("das", help="DAS on hierarchical equality (pyvene's tutorial): prints IIA")
+    das.add_argument("--quick", action="store_true", help="a reduced run")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if args.command == "demo":
         from ._demo import run_demo
 
         run_demo(args.out)
+    elif args.command == "das":
+        from ._hierarchical_equality import main as das_main
+
+        das_main(quick=args.quick)
     return 0
 
 
