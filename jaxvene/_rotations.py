@@ -17,7 +17,8 @@ orthonormal factor with a positive triangular part). Why QR:
 
 The square `n x n` case costs `O(n^3)` per step, like the matrix exponential or the Cayley
 transform would. Non-trained arrays (temperatures, PCA statistics) pass through
-`jax.lax.stop_gradient`, so gradients and optimiser updates for them are zero.
+`jax.lax.stop_gradient`, and classes list them in `frozen_fields`, which the training step
+leaves out of the optimiser (so weight decay cannot touch them either).
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class _Tempered(TrainableIntervention, DistributedRepresentationIntervention):
     temperature: jax.Array
     localist: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
+    frozen_fields: ClassVar[tuple] = ("temperature",)
 
     def __init__(self, embed_dim=None, **kwargs):
         super().__init__(embed_dim, **kwargs)
@@ -237,6 +239,7 @@ class SigmoidMaskIntervention(TrainableIntervention, LocalistRepresentationInter
     mask: jax.Array
     temperature: jax.Array
     trainable: ClassVar[bool] = True
+    frozen_fields: ClassVar[tuple] = ("temperature",)
 
     def __init__(self, embed_dim=None, **kwargs):
         super().__init__(embed_dim, **kwargs)

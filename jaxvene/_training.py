@@ -56,11 +56,16 @@ class TrainState(NamedTuple):
 
 
 def trainable_filter(interventions) -> tuple:
-    """Which leaves train: the inexact arrays of interventions whose class is trainable."""
-    return tuple(
-        jax.tree_util.tree_map(lambda x, t=iv.trainable: bool(t) and eqx.is_inexact_array(x), iv)
-        for iv in interventions
-    )
+    """Which leaves train: the inexact arrays of interventions whose class is trainable, except
+    the fields a class lists in `frozen_fields` (temperatures, PCA statistics)."""
+    masks = []
+    for iv in interventions:
+        mask = jax.tree_util.tree_map(lambda x, t=iv.trainable: bool(t) and eqx.is_inexact_array(x), iv)
+        for name in getattr(iv, "frozen_fields", ()):
+            if getattr(iv, name, None) is not None:
+                mask = eqx.tree_at(lambda m, n=name: getattr(m, n), mask, False)
+        masks.append(mask)
+    return tuple(masks)
 
 
 def make_batch(model, base, sources=None, unit_locations=None, subspaces=None, labels=None,

@@ -153,3 +153,18 @@ def test_scanned_layers_are_addressed_by_layer_index():
     np.testing.assert_allclose(collected[0][:, 0], jnp.tanh(jnp.tanh(X @ w[0]) @ w[1])[:, 3], atol=1e-6)
     with pytest.raises(IndexError, match="layer 3 is out of range.*scan over 3 layers"):
         jv.IntervenableModel(jv.IntervenableConfig([{"layer": 3, "component": "block.output"}]), adapter)
+
+
+def test_taps_under_vmap_over_locations():
+    adapter = jv.FunctionAdapter(tapped_fn, PARAMS, {"x": X})
+    model = jv.IntervenableModel(jv.IntervenableConfig([{"component": "hidden"}]), adapter)
+    b, s, _, subs, consts = model.prepare({"x": X}, [{"x": XS}], {"sources->base": 0})
+
+    def out_at(pos):
+        loc = jnp.full((3, 1), pos, jnp.int32)
+        out, _ = jv.core.run(adapter, model.plan(), PARAMS, model.intervention_params(), b, s, ((loc, loc),), subs, consts)
+        return out["out"]
+
+    swept = jax.jit(jax.vmap(out_at))(jnp.arange(5))
+    for p in range(5):
+        np.testing.assert_allclose(swept[p], hand_edited(PARAMS, X, p, jnp.tanh(XS @ W1)[:, p]), atol=1e-5)

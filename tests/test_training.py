@@ -66,3 +66,18 @@ def test_one_and_eight_devices_give_the_same_params(flax_gpt2):
         results.append(np.asarray(jm.intervention_params()[0].w))
     np.testing.assert_allclose(results[0], results[1], atol=1e-5)
     assert not np.allclose(results[0], -2.0)
+
+
+def test_temperatures_are_not_trained(flax_gpt2):
+    jm = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 3, "component": "block_output"}],
+                                                    intervention_types=jv.BoundlessRotatedSpaceIntervention), flax_gpt2)
+    (mask,) = jv.training.trainable_filter(jm.intervention_params())
+    assert mask.temperature is False and mask.raw is True and mask.intervention_boundaries is True
+    base, src = np.random.default_rng(0).integers(0, 50, (4, 5)), np.random.default_rng(1).integers(0, 50, (4, 5))
+    batch = jv.training.make_batch(jm, {"input_ids": base}, [{"input_ids": src}], {"sources->base": 4},
+                                   labels=np.array([1, 2, 3, 4]))
+    jv.training.train_interventions(jm, [batch], optax.adamw(0.1, weight_decay=0.5), epochs=3,
+                                    penalty=jv.training.boundary_penalty, progress=False)
+    (iv,) = jm.intervention_params()
+    assert float(iv.temperature) == 50.0
+    assert float(iv.intervention_boundaries[0]) != 0.5
