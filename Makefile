@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	$(PY) -m jaxvene demo
 
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_single_site.py
