@@ -41,7 +41,7 @@ from ._generic import FunctionAdapter as FunctionAdapter
 from ._generic import FlaxModuleAdapter as FlaxModuleAdapter
 from ._generic import equinox_adapter as equinox_adapter
 from ._generic import list_sites as list_sites
-from ._causal import CausalModel as CausalModel
+from ._causal_model import CausalModel as CausalModel
 from ._mlp import MLPConfig as MLPConfig
 from ._saving import register_intervention as register_intervention
 from ._saving import load_pyvene_intervention as load_pyvene_intervention
