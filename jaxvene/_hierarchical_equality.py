@@ -6,7 +6,7 @@ its first hidden layer in which the first 8 dimensions hold the variable WX = (W
 last 8 hold YZ = (Y == Z): interchanging those halves between inputs must change the output as
 the causal model `O = (WX == YZ)` predicts. pyvene's tutorial reports test IIA 0.97.
 
-    python -m jaxvene das            # full run: about 35 s on a 2-core CPU, test IIA 0.974
+    python -m jaxvene das            # full run: about 35 s on a 2-core CPU, test IIA 0.977
     python -m jaxvene das --quick    # a reduced run (about 15 s)
 """
 
