@@ -52,5 +52,10 @@ from ._tracing import CausalTrace as CausalTrace
 from . import patching as patching
 from . import training as training
 from . import core as core
+from . import models_native as models_native
+from ._families import register_family as register_family
+from .models_native import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
+
+register_family(models_native.GPT_NEOX)
 
 __version__ = "0.1.0"

@@ -102,6 +102,13 @@ LLAMA = Family(
 FAMILIES = (GPT2, LLAMA)
 
 
+def register_family(family: Family) -> None:
+    """Add a site table (e.g. for a model written for jaxvene); later lookups find it."""
+    global FAMILIES
+    if family not in FAMILIES:
+        FAMILIES = FAMILIES + (family,)
+
+
 def family_for(config) -> Family:
     model_type = getattr(config, "model_type", None)
     for family in FAMILIES:
