@@ -6,7 +6,7 @@ mirrors HF's PyTorch model, so pyvene-style module paths name the same things::
     gpt_neox.embed_in
     gpt_neox.layers.<i>.input_layernorm / post_attention_layernorm
     gpt_neox.layers.<i>.attention.query_key_value / .dense
-    gpt_neox.layers.<i>.mlp.dense_h_to_4h / .dense_4h_to_h     (the activation is inline)
+    gpt_neox.layers.<i>.mlp.dense_h_to_4h / .act / .dense_4h_to_h   (`act` has no params)
     gpt_neox.final_layer_norm
     embed_out
 
@@ -137,6 +137,16 @@ class Identity(nn.Module):
         return x
 
 
+class Activation(nn.Module):
+    """`hidden_act` as a parameter-free module, so `mlp.act.output` is a tap as in HF's tree."""
+
+    function: str = "gelu"
+
+    @nn.compact
+    def __call__(self, x):
+        return _ACTIVATIONS[self.function](x)
+
+
 class FlaxGPTNeoXAttention(nn.Module):
     config: Any
     dtype: Any = jnp.float32
@@ -216,7 +226,7 @@ class FlaxGPTNeoXMLP(nn.Module):
         init = _dense_init(c)
         self.dense_h_to_4h = nn.Dense(c.intermediate_size, dtype=self.dtype, kernel_init=init)
         self.dense_4h_to_h = nn.Dense(c.hidden_size, dtype=self.dtype, kernel_init=init)
-        self.act = _ACTIVATIONS[c.hidden_act]
+        self.act = Activation(c.hidden_act)
 
     def __call__(self, hidden_states):
         return self.dense_4h_to_h(self.act(self.dense_h_to_4h(hidden_states)))
