@@ -19,9 +19,6 @@ from ._sites import Site, normalise_path
 
 __all__ = ["HFFlaxAdapter", "adapt", "position_ids_from_mask"]
 
-_ACCEPTED_INPUTS = ("input_ids", "attention_mask", "position_ids")
-
-
 def position_ids_from_mask(attention_mask):
     """Positions counted over the real tokens: `[0 0 1 2]` for the mask `[0 1 1 1]`."""
     mask = jnp.asarray(attention_mask).astype(jnp.int32)
@@ -29,19 +26,19 @@ def position_ids_from_mask(attention_mask):
 
 
 class HFFlaxAdapter:
-    """A HuggingFace Flax causal LM (GPT-2, LLaMA, Mistral, Gemma) as a pure function with sites."""
+    """A HuggingFace Flax model (any family with a site table in `_families`) as a pure function
+    with sites."""
 
     def __init__(self, hf_model):
         self.hf_model = hf_model
         self.module = hf_model.module
         self.config = hf_model.config
         self.family: Family = family_for(self.config)
-        top = set(hf_model.params.keys())
-        # FlaxGPT2LMHeadModel nests the transformer under "transformer", LLaMA under "model";
-        # the bare FlaxGPT2Model / FlaxLlamaModel have the layer stack at the top.
-        self.prefix = next((p + "." for p in ("transformer", "model") if p in top), "")
+        # Where the layer stack sits: FlaxGPT2LMHeadModel nests it under "transformer", LLaMA
+        # under "model", BERT under "bert", T5 at the top ("encoder.block"); bare models too.
+        self.prefix = _find_prefix(hf_model.params, self.family.layers)
         self.num_layers = int(self.config.num_hidden_layers)
-        self.vocab_size = int(self.config.vocab_size)
+        self.vocab_size = int(getattr(self.config, "vocab_size", 0) or 0)
         self.head_counts = dict(self.family.heads(self.config))
         self._shapes: dict[str, tuple[int, ...]] = {}
 
@@ -54,19 +51,25 @@ class HFFlaxAdapter:
         return tuple(self.family.components)
 
     # ------------------------------------------------------------------ sites
-    def layer_path(self, layer: int) -> str:
-        return f"{self.prefix}{self.family.layers}.{layer}"
+    def layer_path(self, layer: int, stack: Optional[str] = None) -> str:
+        layers = self.family.layers if stack is None else self.family.stacks[stack][0]
+        return f"{self.prefix}{layers}.{layer}"
+
+    def stack_size(self, stack: Optional[str] = None) -> int:
+        return self.num_layers if stack is None else int(self.family.stacks[stack][1](self.config))
 
     def site(self, component: str, layer: int) -> Site:
         """The site of a pyvene component at a layer, or of a module path like `h[0].mlp.output`."""
         if component in self.family.components:
-            if not 0 <= int(layer) < self.num_layers:
+            spec = self.family.components[component]
+            count = self.stack_size(spec.stack)
+            if not 0 <= int(layer) < count:
+                where = "" if spec.stack is None else f" {spec.stack}"
                 raise IndexError(
                     f"layer {layer} is out of range for component {component!r}: this "
-                    f"{self.family.name} model has {self.num_layers} layers (0..{self.num_layers - 1})."
+                    f"{self.family.name} model has {count}{where} layers (0..{count - 1})."
                 )
-            spec = self.family.components[component]
-            path = ".".join(p for p in (self.layer_path(int(layer)), spec.path) if p)
+            path = ".".join(p for p in (self.layer_path(int(layer), spec.stack), spec.path) if p)
             heads = None if spec.heads is None else int(self.head_counts[spec.heads])
             return Site(f"{path}.{spec.io}", spec.part, heads, component, int(layer))
         if component.endswith((".input", ".output")):
@@ -101,7 +104,7 @@ class HFFlaxAdapter:
 
             def run(params):
                 with handling(record, missing, self.overrides(set(missing))):
-                    return self.apply(params, {"input_ids": jnp.zeros((1, 4), jnp.int32)})
+                    return self.apply(params, self.dummy_inputs())
 
             jax.eval_shape(run, self.params)
             self._shapes.update(seen)
@@ -115,94 +118,121 @@ class HFFlaxAdapter:
             )
 
     # ------------------------------------------------------------------ running
+    def dummy_inputs(self) -> dict:
+        """A batch of one for abstract traces (site shapes)."""
+        if self.family.dummy is not None:
+            return self.prepare(self.family.dummy(self.config))
+        return self.prepare({"input_ids": jnp.zeros((1, 4), jnp.int32)})
+
     def prepare(self, inputs: Mapping) -> dict:
-        """Check a batch of inputs and complete it with an attention mask and position ids."""
+        """Check a batch of inputs and complete it with attention masks and position ids."""
+        accepted = self.family.inputs
         if not isinstance(inputs, Mapping):
-            raise TypeError(f"model inputs must be a dict like {{'input_ids': ...}}, got {type(inputs).__name__}")
-        unknown = sorted(set(inputs) - set(_ACCEPTED_INPUTS))
+            main = self.family.tokens or accepted[0]
+            raise TypeError(f"model inputs must be a dict like {{{main!r}: ...}}, got {type(inputs).__name__}")
+        unknown = sorted(set(inputs) - set(accepted))
         if unknown:
-            raise ValueError(
-                f"unsupported model inputs {unknown}; this model takes {', '.join(_ACCEPTED_INPUTS)}."
-            )
-        if "input_ids" not in inputs:
-            raise ValueError("model inputs need 'input_ids'")
-        ids = _to_array(inputs["input_ids"])
-        if ids.ndim != 2:
-            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(ids.shape)}")
-        out = {"input_ids": ids.astype(jnp.int32)}
-        mask = inputs.get("attention_mask")
-        mask = jnp.ones(ids.shape, jnp.int32) if mask is None else _to_array(mask).astype(jnp.int32)
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}")
-        out["attention_mask"] = mask
-        pos = inputs.get("position_ids")
-        out["position_ids"] = position_ids_from_mask(mask) if pos is None else _to_array(pos).astype(jnp.int32)
+            raise ValueError(f"unsupported model inputs {unknown}; this model takes {', '.join(accepted)}.")
+        out = {k: _to_array(v) for k, v in inputs.items() if v is not None}
+        required = [k for k in (self.family.tokens or accepted[0],) if k not in out]
+        if required:
+            raise ValueError(f"model inputs need {required[0]!r}")
+        batch = None
+        for name, value in out.items():
+            if value.ndim < 2 and name != "decoder_input_ids":
+                raise ValueError(f"{name} must be (batch, seq, ...), got shape {tuple(value.shape)}")
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(f"{name} has batch size {value.shape[0]} but the other inputs {batch}")
+            batch = value.shape[0]
+        for name in ("input_ids", "decoder_input_ids", "token_type_ids"):
+            if name in out:
+                out[name] = out[name].astype(jnp.int32)
+        for ids_name, mask_name, pos_name in (("input_ids", "attention_mask", "position_ids"),
+                                              ("decoder_input_ids", "decoder_attention_mask",
+                                               "decoder_position_ids")):
+            if ids_name not in out:
+                if mask_name in out:
+                    raise ValueError(f"{mask_name} given without {ids_name}")
+                continue
+            ids = out[ids_name]
+            if ids.ndim != 2:
+                raise ValueError(f"{ids_name} must be (batch, seq), got shape {tuple(ids.shape)}")
+            if mask_name in accepted:
+                mask = out.get(mask_name)
+                mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
+                if mask.shape != ids.shape:
+                    raise ValueError(f"{mask_name} has shape {tuple(mask.shape)} but {ids_name} {tuple(ids.shape)}")
+                out[mask_name] = mask
+                if pos_name in accepted:
+                    pos = out.get(pos_name)
+                    out[pos_name] = position_ids_from_mask(mask) if pos is None else pos.astype(jnp.int32)
         return out
 
     def validate(self, inputs: Mapping, what: str = "base") -> None:
         """Errors JAX would not raise: token ids past the vocabulary are clamped inside jit."""
-        ids = inputs["input_ids"]
-        if isinstance(ids, jax.core.Tracer):
-            return
-        ids = np.asarray(ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            bad = int(ids.max()) if ids.max() >= self.vocab_size else int(ids.min())
-            raise ValueError(
-                f"{what} input_ids contain token id {bad}, outside the vocabulary of "
-                f"{self.vocab_size} tokens (valid ids are 0..{self.vocab_size - 1})."
-            )
-        max_pos = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
-        if max_pos is not None and ids.shape[1] > max_pos:
-            raise ValueError(f"{what} input has {ids.shape[1]} tokens; this model takes at most {max_pos}.")
+        for name in ("input_ids", "decoder_input_ids"):
+            ids = inputs.get(name)
+            if ids is None or isinstance(ids, jax.core.Tracer) or not self.vocab_size:
+                continue
+            ids = np.asarray(ids)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+                bad = int(ids.max()) if ids.max() >= self.vocab_size else int(ids.min())
+                raise ValueError(
+                    f"{what} {name} contain token id {bad}, outside the vocabulary of "
+                    f"{self.vocab_size} tokens (valid ids are 0..{self.vocab_size - 1})."
+                )
+            max_pos = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
+            if max_pos is not None and ids.shape[1] > max_pos:
+                raise ValueError(f"{what} input has {ids.shape[1]} tokens; this model takes at most {max_pos}.")
 
     def batch_size(self, inputs: Mapping) -> int:
-        return int(inputs["input_ids"].shape[0])
+        return int(next(iter(inputs.values())).shape[0])
 
     def site_length(self, inputs: Mapping, site: Site) -> int:
         """Length of the position axis of `site` for these inputs (the token count)."""
-        return int(inputs["input_ids"].shape[1])
+        spec = self.family.components.get(site.component) if site.component else None
+        tokens = self.family.tokens
+        if spec is not None and spec.stack is not None:
+            tokens = self.family.stacks[spec.stack][2]
+        if tokens is not None and tokens in inputs:
+            return int(inputs[tokens].shape[1])
+        if self.family.site_length is not None:
+            return int(self.family.site_length(self.config, inputs))
+        raise ValueError(f"cannot tell the position axis length of {site.tap} for inputs {sorted(inputs)}")
 
     def apply(self, params, inputs: Mapping, logit_positions=None) -> dict:
         """The model as a pure function of its params; returns the output fields as a dict.
 
         With `logit_positions` (`(B, K)` ints), only the logits at those positions are computed
-        (`{"logits": (B, K, V)}`): the unembedding is usually the largest matmul of a small
-        model, and a loss or metric rarely reads more than one position.
+        (`{"logits": (B, K, V)}`) where the family says how to unembed: the unembedding is
+        usually the largest matmul of a small model, and a loss or metric rarely reads more
+        than one position.
         """
-        if "attention_mask" not in inputs or "position_ids" not in inputs:
+        if any(k not in inputs for k in ("attention_mask", "position_ids") if k in self.family.inputs):
             inputs = self.prepare(inputs)
-        if logit_positions is not None:
+        if logit_positions is not None and self.family.unembed is not None and self.prefix:
             return {"logits": self._logits_at(params, inputs, logit_positions)}
-        out = self.module.apply(
-            {"params": params},
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            position_ids=inputs["position_ids"],
-            deterministic=True,
-            return_dict=True,
-        )
-        return {k: v for k, v in out.items() if v is not None}
+        out = self.module.apply({"params": params}, **inputs, deterministic=True, return_dict=True,
+                                **self.family.call_kwargs)
+        out = {k: v for k, v in out.items() if v is not None}
+        if logit_positions is not None:
+            if "logits" not in out:
+                raise ValueError(f"{type(self.hf_model).__name__} has no LM head: logit_positions needs logits")
+            positions = jnp.asarray(logit_positions)[..., None]
+            out = {"logits": jnp.take_along_axis(out["logits"], positions, axis=1)}
+        return out
 
     def _logits_at(self, params, inputs, positions):
         base_name = self.prefix.rstrip(".")
-        if not base_name:
-            raise ValueError(f"{type(self.hf_model).__name__} has no LM head: logit_positions needs a causal LM")
 
         def body(module, **kwargs):
             return getattr(module, base_name)(**kwargs)
 
-        out = self.module.apply(
-            {"params": params}, input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-            position_ids=inputs["position_ids"], deterministic=True, return_dict=True, method=body,
-        )
+        out = self.module.apply({"params": params}, **inputs, deterministic=True, return_dict=True,
+                                method=body, **self.family.call_kwargs)
         hidden = out["last_hidden_state"]  # after the final norm
         hidden = jnp.take_along_axis(hidden, jnp.asarray(positions)[..., None], axis=1)
-        base = params[base_name]
-        tied = getattr(self.config, "tie_word_embeddings", False) and self.config.model_type in ("gpt2", "gemma")
-        if tied:
-            table = base["wte"]["embedding"] if "wte" in base else base["embed_tokens"]["embedding"]
-            return hidden @ table.T.astype(hidden.dtype)
-        return hidden @ params["lm_head"]["kernel"].astype(hidden.dtype)
+        return self.family.unembed(params, hidden, self.config)
 
     def wrap_output(self, fields: dict):
         """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned."""
@@ -210,6 +240,25 @@ class HFFlaxAdapter:
 
         cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
         return cls(**fields)
+
+
+def _find_prefix(params, layers: str) -> str:
+    """The top-level key under which `layers` (e.g. "h" or "decoder.layers") sits, with a
+    trailing dot; "" when the stack is at the top (bare models, T5)."""
+
+    def has(tree, path):
+        for key in path.split("."):
+            if not isinstance(tree, Mapping) or key not in tree:
+                return False
+            tree = tree[key]
+        return True
+
+    if has(params, layers):
+        return ""
+    for key in params:
+        if has(params[key], layers):
+            return f"{key}."
+    raise ValueError(f"no layer stack {layers!r} in this model's params (top-level keys: {sorted(params)})")
 
 
 def _to_array(x):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
-__all__ = ["Component", "Family", "FAMILIES", "family_for"]
+__all__ = ["Component", "Family", "FAMILIES", "family_for", "register_family", "tied_unembed", "lm_head_unembed"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class Component:
     io: str  # "input" or "output"
     part: Optional[tuple[int, int]] = None
     heads: Optional[str] = None  # "query" or "kv": which head count splits the last axis
+    # Encoder-decoders: the layer stack this component lives in (a key of `Family.stacks`);
+    # None is the family's main stack `Family.layers`.
+    stack: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,44 @@ class Family:
     # module path relative to the layer -> (override, tap suffixes it reports)
     overrides: Mapping[str, tuple[Callable, tuple[str, ...]]] = field(default_factory=dict)
     model_types: tuple[str, ...] = ()
+    # The keyword inputs the linen module's __call__ takes (others are refused by `prepare`).
+    # `position_ids`, when listed, is derived from the attention mask if not given.
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask", "position_ids")
+    # The input whose second axis is the token axis of the sites (None: vision models, see
+    # `site_length`), and a dummy batch for abstract traces of the site shapes.
+    tokens: Optional[str] = "input_ids"
+    dummy: Optional[Callable[[object], Mapping]] = None  # config -> inputs of batch 1
+    # Extra layer stacks (encoder-decoders): name -> (path, config -> layer count, token input).
+    stacks: Mapping[str, tuple[str, Callable[[object], int], Optional[str]]] = field(default_factory=dict)
+    # config, prepared inputs -> length of the position axis (vision: patches + class token).
+    site_length: Optional[Callable[[object, Mapping], int]] = None
+    # Logits from the final hidden states (`logit_positions`); None computes all logits and
+    # gathers, which is always right and only slower.
+    unembed: Optional[Callable[[Mapping, object, object], object]] = None  # params, hidden, config
+    # Extra keyword arguments for the module call (e.g. {"deterministic": True} is always passed).
+    call_kwargs: Mapping[str, object] = field(default_factory=dict)
+
+
+def _lookup(tree, path: str):
+    for key in path.split("."):
+        tree = tree[key]
+    return tree
+
+
+def tied_unembed(embedding: str):
+    """Logits through the tied input embedding table at `embedding` (a path in the params)."""
+
+    def unembed(params, hidden, config):
+        return hidden @ _lookup(params, embedding)["embedding"].T.astype(hidden.dtype)
+
+    return unembed
+
+
+def lm_head_unembed(params, hidden, config):
+    """Logits through an untied `lm_head` Dense layer (with its bias if it has one)."""
+    head = params["lm_head"]
+    logits = hidden @ head["kernel"].astype(hidden.dtype)
+    return logits + head["bias"].astype(hidden.dtype) if "bias" in head else logits
 
 
 def _qkv(index: int, heads: Optional[str] = None) -> Component:
@@ -64,6 +105,7 @@ GPT2 = Family(
         "head_value_output": _qkv(2, "query"),
     },
     heads=lambda config: {"query": config.n_head, "kv": config.n_head},
+    unembed=tied_unembed("transformer.wte"),
 )
 
 
@@ -97,6 +139,10 @@ LLAMA = Family(
     },
     heads=lambda config: {"query": config.num_attention_heads, "kv": config.num_key_value_heads},
     overrides={"mlp": (_gated_mlp, ("act_fn.output",))},
+    unembed=lambda params, hidden, config: (
+        tied_unembed("model.embed_tokens")(params, hidden, config)
+        if getattr(config, "tie_word_embeddings", False) and "lm_head" not in params
+        else lm_head_unembed(params, hidden, config)),
 )
 
 FAMILIES = (GPT2, LLAMA)
