@@ -165,3 +165,10 @@ def family_for(config) -> Family:
         f"jaxvene has no site table for model_type {model_type!r} (it has: {', '.join(known)}). "
         "Address modules by path instead, e.g. component='model.layers[0].mlp.output'."
     )
+
+
+# More families live in their own modules; they import Component/Family from here.
+from ._families_decoders import DECODER_FAMILIES  # noqa: E402
+from ._families_encoders import ENCODER_FAMILIES  # noqa: E402
+
+FAMILIES = FAMILIES + DECODER_FAMILIES + ENCODER_FAMILIES
