@@ -10,10 +10,11 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="jaxvene", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="activation patching on a small GPT-2, every layer x position")
+    demo = sub.add_parser("demo", help="causal tracing (ROME) on the shipped factual-recall GPT-2")
     demo.add_argument("--out", default="jaxvene-output", help="folder for the pictures")
-    das = sub.add_parser("das", help="DAS on hierarchical equality (pyvene's tutorial): prints IIA")
+    das = sub.add_parser("das", help="DAS on the hierarchical-equality MLP (pyvene's tutorial): prints IIA")
     das.add_argument("--quick", action="store_true", help="a reduced run")
+    das.add_argument("--from-scratch", action="store_true", help="train the MLP too instead of loading it")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if args.command == "demo":
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     elif args.command == "das":
         from ._hierarchical_equality import main as das_main
 
-        das_main(quick=args.quick)
+        das_main(quick=args.quick, from_scratch=args.from_scratch)
     return 0
 
 

@@ -4,11 +4,15 @@ The DAS tutorial's model: `n_layer` blocks `h = act(W h + b)` of width `h_dim` o
 vector, then a linear `score` head. Sites (pyvene's): `block_input`, `block_output` and
 `mlp_activation` (the same value as `block_output` without dropout) at each layer. Inputs are
 `{"inputs_embeds": (B, h_dim)}` or `(B, 1, h_dim)` (pyvene's tutorials add the position axis).
-Weights convert from pyvene's PyTorch model with :meth:`MLPForClassification.from_torch`.
+Weights convert from pyvene's PyTorch model with :meth:`MLPForClassification.from_torch`, and
+save/load as `config.json` + `model.safetensors` (:meth:`save_pretrained`, :meth:`from_pretrained`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass
 
 import flax.linen as nn
@@ -109,6 +113,43 @@ class MLPForClassification:
             components=self.components,
             num_layers=self.config.n_layer,
         )
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write `config.json` and `model.safetensors` (float32) to `directory`, each atomically."""
+        from flax.traverse_util import flatten_dict
+        from safetensors.numpy import save
+
+        from ._saving import _atomic_write
+
+        os.makedirs(directory, exist_ok=True)
+        flat = {"/".join(k): np.asarray(v, np.float32) for k, v in flatten_dict(self.params).items()}
+        _atomic_write(os.path.join(directory, "model.safetensors"), save(flat, metadata={"format": "jaxvene-mlp"}))
+        _atomic_write(os.path.join(directory, "config.json"),
+                      json.dumps(dataclasses.asdict(self.config), indent=2).encode())
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> "MLPForClassification":
+        """Load what :meth:`save_pretrained` wrote; clear errors for a missing or corrupt file."""
+        from flax.traverse_util import unflatten_dict
+        from safetensors.numpy import load
+
+        config_file, weights_file = os.path.join(directory, "config.json"), os.path.join(directory, "model.safetensors")
+        for f in (config_file, weights_file):
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"{f} is missing: not a saved MLPForClassification folder")
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                config = MLPConfig(**json.load(f))
+            with open(weights_file, "rb") as f:
+                flat = load(f.read())
+        except Exception as exc:
+            raise OSError(f"{directory} does not hold a valid MLPForClassification ({type(exc).__name__}: {exc})") from exc
+        params = unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in flat.items()})
+        expected = jax.eval_shape(lambda: cls(config).params)
+        shapes = jax.tree_util.tree_map(lambda x: x.shape, params)
+        if shapes != jax.tree_util.tree_map(lambda x: x.shape, expected):
+            raise OSError(f"{weights_file} does not match its config.json (parameter shapes differ)")
+        return cls(config, params)
 
     @classmethod
     def from_torch(cls, torch_model) -> "MLPForClassification":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +24,7 @@ from ._stack import LayerStack
 from ._sweep import sweep
 
 __all__ = [
+    "LogitDiff",
     "logit_diff",
     "patch_residual",
     "patch_attention_output",
@@ -32,14 +34,27 @@ __all__ = [
 ]
 
 
-def logit_diff(correct: int, incorrect: int, position: int = -1) -> Callable:
-    """Metric: `logit[correct] - logit[incorrect]` at `position`, averaged over the batch."""
+class LogitDiff(eqx.Module):
+    """Metric: `logit[correct] - logit[incorrect]` at `position`, averaged over the batch;
+    `correct`/`incorrect` may be per-example arrays `(B,)`. Token ids are array fields, so a
+    sweep with other tokens reuses the compiled program."""
 
-    def metric(logits):
-        at = logits[:, position]
-        return jnp.mean(at[:, correct] - at[:, incorrect])
+    correct: jax.Array
+    incorrect: jax.Array
+    position: int = eqx.field(static=True)
 
-    return metric
+    def __call__(self, logits):
+        at = logits[:, self.position]
+        rows = jnp.arange(at.shape[0])
+        correct = jnp.broadcast_to(self.correct, rows.shape)
+        incorrect = jnp.broadcast_to(self.incorrect, rows.shape)
+        return jnp.mean(at[rows, correct] - at[rows, incorrect])
+
+
+def logit_diff(correct, incorrect, position: int = -1) -> LogitDiff:
+    """Metric: `logit[correct] - logit[incorrect]` at `position`, averaged over the batch.
+    `correct` and `incorrect` are token ids, or `(B,)` arrays of them (one per example)."""
+    return LogitDiff(jnp.asarray(correct, jnp.int32), jnp.asarray(incorrect, jnp.int32), int(position))
 
 
 def _patch(model, clean, corrupted, metric, component, **kwargs):

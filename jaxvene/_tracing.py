@@ -89,12 +89,15 @@ class CausalTrace:
         return paths
 
 
-@dataclass(frozen=True)
-class TokenProbability:
-    """Metric: the probability of `token` at the last position, per example. A frozen
-    dataclass, so equal metrics hash equal and a sweep's compiled program is reused."""
+class TokenProbability(eqx.Module):
+    """Metric: the probability of `token` at the last position, per example. The token is an
+    array field, so it is data to the compiled sweep: tracing another fact of the same length
+    reuses the program."""
 
-    token: int
+    token: jax.Array
+
+    def __init__(self, token):
+        self.token = jnp.asarray(token, jnp.int32)
 
     def __call__(self, logits):
         return jax.nn.softmax(logits[:, -1].astype(jnp.float32), axis=-1)[:, self.token]
