@@ -8,7 +8,7 @@ Two prompts with the same relation and subjects of the same length but different
 (layer, position), and reading the logit difference (clean answer - corrupted answer) shows
 where the answer lives: the residual stream at the subject's last token up to the layer where
 the last token reads it (layers 0-1), then the last token (mean over 4 pairs: 0.86 at
-"Tower" after layer 0, 0.96 at "of" after layer 2). `jv.patching.patch_residual` runs the whole table
+"Tower" after layer 0, 0.96 at "of" after layer 2). `jv.sweep` runs the whole table
 as one compiled sweep; the same patch through pyvene's interface (`jv.IntervenableModel`) at one
 cell gives the same number.
 """

@@ -6,8 +6,8 @@ The code lives in `jaxvene/_hierarchical_equality.py` so that `python -m jaxvene
 too; read it there. It loads the 3-layer MLP for (W==X)==(Y==Z) that jaxvene ships
 (`--from-scratch` trains it first, as `jaxvene/models/train_hierarchical_equality.py` does), generates
 counterfactual data with `jaxvene.CausalModel`, and trains one 16 x 16 rotation shared by two
-linked interventions (WX in rotated dims 0-7, YZ in 8-15). Full run: test IIA 0.977 in about
-35 s on a 2-core CPU (pyvene's tutorial reports 0.97; its training takes about 35 minutes here).
+linked interventions (WX in rotated dims 0-7, YZ in 8-15). Full run: test IIA 0.975 in about
+12 s on a 2-core CPU (pyvene's tutorial reports 0.97; its training takes about 35 minutes here).
 """
 
 import sys

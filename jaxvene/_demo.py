@@ -52,7 +52,8 @@ def run_demo(out_dir: str = "jaxvene-output", n_facts: int = 16) -> dict:
                             key=jax.random.key(0), windows=WINDOWS, progress=False)
     print(f"Prompt: {fact['prompt']!r} -> {fact['answer']!r}   (subject: {fact['subject']!r})")
     print(f"p({fact['answer']!r}): clean {trace.clean:.3f}, subject corrupted {trace.corrupted:.3f}\n")
-    print("Sites whose clean activation restores the answer best (share = of clean - corrupted):")
+    print("Sites whose clean activation restores the answer best (share: fraction of clean - corrupted "
+          "recovered):")
     print(f"  {'component':<17} {'layer':>5}  {'position':<14} {'role':<19} {'p(answer)':>9} {'share':>6}")
     for component, layer, pos, role, score, share in _site_rows(trace, tokens, 8):
         print(f"  {component:<17} {layer:>5}  {pos:<14} {role:<19} {score:9.3f} {share:6.2f}")
@@ -81,5 +82,7 @@ def run_demo(out_dir: str = "jaxvene-output", n_facts: int = 16) -> dict:
     print(f"  {'position':<26}" + "".join(f"{'layer ' + str(l):>9}" for l in range(n_layers)))
     for role in roles:
         print(f"  {role:<26}" + "".join(f"{v:9.2f}" for v in mean[role]))
-    print("\nAs in ROME: an early MLP at the subject's last token recalls the fact; elsewhere MLPs matter little.")
+    print("\nAs ROME found in GPT-2 XL: an early MLP at the subject's last token recalls the fact, and the")
+    print("MLPs at the words after the subject do not (this model's training built that in: see")
+    print("jaxvene/models/train_facts.py).")
     return mean
