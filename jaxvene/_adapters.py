@@ -69,6 +69,11 @@ class HFFlaxAdapter:
                     f"layer {layer} is out of range for component {component!r}: this "
                     f"{self.family.name} model has {count}{where} layers (0..{count - 1})."
                 )
+            if spec.stack is not None and not _has_path(self.params, self.layer_path(0, spec.stack)):
+                raise ValueError(  # e.g. a decoder component on FlaxT5EncoderModel
+                    f"component {component!r} lives in the {spec.stack} stack, which this "
+                    f"{type(self.hf_model).__name__} does not have."
+                )
             path = ".".join(p for p in (self.layer_path(int(layer), spec.stack), spec.path) if p)
             heads = None if spec.heads is None else int(self.head_counts[spec.heads])
             return Site(f"{path}.{spec.io}", spec.part, heads, component, int(layer))
@@ -87,7 +92,7 @@ class HFFlaxAdapter:
         result = {}
         for layer in range(self.num_layers):
             for rel, (override, suffixes) in self.family.overrides.items():
-                path = f"{self.layer_path(layer)}.{rel}"
+                path = ".".join(p for p in (self.layer_path(layer), rel) if p)  # rel "" is the layer
                 if any(f"{path}.{s}" in taps for s in suffixes):
                     result[path] = override
         return result
@@ -214,6 +219,7 @@ class HFFlaxAdapter:
             return {"logits": self._logits_at(params, inputs, logit_positions)}
         out = self.module.apply({"params": params}, **inputs, deterministic=True, return_dict=True,
                                 **self.family.call_kwargs)
+        self._output_type = type(out)  # for wrap_output: BERT, ViT and T5 outputs have more fields
         out = {k: v for k, v in out.items() if v is not None}
         if logit_positions is not None:
             if "logits" not in out:
@@ -239,26 +245,28 @@ class HFFlaxAdapter:
         from transformers.modeling_flax_outputs import FlaxCausalLMOutput, FlaxBaseModelOutput
 
         cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
+        if not set(fields) <= set(cls.__dataclass_fields__):  # e.g. pooler_output: the model's own class
+            cls = getattr(self, "_output_type", cls)
         return cls(**fields)
 
 
 def _find_prefix(params, layers: str) -> str:
     """The top-level key under which `layers` (e.g. "h" or "decoder.layers") sits, with a
     trailing dot; "" when the stack is at the top (bare models, T5)."""
-
-    def has(tree, path):
-        for key in path.split("."):
-            if not isinstance(tree, Mapping) or key not in tree:
-                return False
-            tree = tree[key]
-        return True
-
-    if has(params, layers):
+    if _has_path(params, layers):
         return ""
     for key in params:
-        if has(params[key], layers):
+        if _has_path(params[key], layers):
             return f"{key}."
     raise ValueError(f"no layer stack {layers!r} in this model's params (top-level keys: {sorted(params)})")
+
+
+def _has_path(tree, path: str) -> bool:
+    for key in path.split("."):
+        if not isinstance(tree, Mapping) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
 
 
 def _to_array(x):
