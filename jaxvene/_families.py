@@ -14,9 +14,10 @@ concatenation of the heads' outputs before the output projection.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
-__all__ = ["Component", "Family", "FAMILIES", "family_for", "register_family", "tied_unembed", "lm_head_unembed"]
+__all__ = ["Component", "Family", "LayerStackSpec", "FAMILIES", "family_for", "register_family", "tied_unembed",
+           "lm_head_unembed"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,24 @@ class Component:
     # Encoder-decoders: the layer stack this component lives in (a key of `Family.stacks`);
     # None is the family's main stack `Family.layers`.
     stack: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class LayerStackSpec:
+    """How `jaxvene._stack.LayerStack` runs a family as embed -> layers -> final norm.
+
+    The callables get *bound* modules of the model itself, so its own embeddings, layers and
+    norms run (nothing is restated): `base` is the base model (`transformer`, `model`, ...).
+    """
+
+    embed: Callable  # (base, inputs) -> the hidden states entering layer 0
+    layer: Callable  # (base, i) -> the i-th layer module
+    call: Callable  # (layer, h, inputs) -> h: one layer's forward pass, deterministic
+    final: Callable  # (base, h) -> the base model's last_hidden_state (final norm, ...)
+    embedding: str  # path of the token embedding table in the base model's params
+    # config -> a key per layer: layers with equal keys are one module up to params (None: all
+    # layers are). GPT-Neo's keys are its attention types (global or local).
+    kinds: Optional[Callable[[object], Sequence]] = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,9 @@ class Family:
     unembed: Optional[Callable[[Mapping, object, object], object]] = None  # params, hidden, config
     # Extra keyword arguments for the module call (e.g. {"deterministic": True} is always passed).
     call_kwargs: Mapping[str, object] = field(default_factory=dict)
+    # How sweeps, causal tracing and attribution patching run the model layer by layer (None:
+    # they do not support the family).
+    layer_stack: Optional[LayerStackSpec] = None
 
 
 def _lookup(tree, path: str):
@@ -106,7 +128,21 @@ GPT2 = Family(
     },
     heads=lambda config: {"query": config.n_head, "kv": config.n_head},
     unembed=tied_unembed("transformer.wte"),
+    layer_stack=LayerStackSpec(
+        embed=lambda base, inputs: base.wte(inputs["input_ids"]) + base.wpe(inputs["position_ids"]),
+        layer=lambda base, i: base.h.blocks[i],
+        call=lambda layer, h, inputs: layer(h, inputs["attention_mask"], deterministic=True)[0],
+        final=lambda base, h: base.ln_f(h),
+        embedding="wte",
+    ),
 )
+
+
+def _llama_embed(base, inputs):
+    h = base.embed_tokens(inputs["input_ids"])
+    if base.config.model_type == "gemma":  # Gemma scales its embeddings (as FlaxGemmaModule does)
+        h = h * (base.config.hidden_size**0.5)
+    return h
 
 
 def _gated_mlp(module, args, kwargs, emit):
@@ -143,6 +179,14 @@ LLAMA = Family(
         tied_unembed("model.embed_tokens")(params, hidden, config)
         if getattr(config, "tie_word_embeddings", False) and "lm_head" not in params
         else lm_head_unembed(params, hidden, config)),
+    layer_stack=LayerStackSpec(
+        embed=_llama_embed,
+        layer=lambda base, i: base.layers.blocks[i],
+        call=lambda layer, h, inputs: layer(h, attention_mask=inputs["attention_mask"],
+                                            position_ids=inputs["position_ids"], deterministic=True)[0],
+        final=lambda base, h: base.norm(h),
+        embedding="embed_tokens",
+    ),
 )
 
 FAMILIES = (GPT2, LLAMA)

@@ -8,10 +8,10 @@ activation function's output, q/k/v the projections before rotary embeddings or 
   (`attn.attention.*`, in PyTorch too, where pyvene's paths `attn.q_proj` do not resolve).
 * GPT-J: parallel attention and MLP, both reading `ln_1`'s output (so `attention_input` and
   `mlp_input` are the same value).
-* OPT: no MLP sites (`mlp_input`, `mlp_activation`, `mlp_output`). The layer runs its MLP
-  inline (no MLP module) on hidden states flattened to `(batch * seq, width)`, so no module
-  call carries a `(batch, seq, ·)` MLP value; exposing them needs an override of the layer
-  itself, which the adapter does not support yet (overrides are keyed by a path below a layer).
+* OPT: the layer runs its MLP inline (no MLP module) on hidden states flattened to
+  `(batch * seq, width)`, so no module call carries a `(batch, seq, ·)` MLP value. An override
+  of the whole layer (key "") re-runs it unflattened and reports `mlp.input` (`fc1`'s input),
+  `mlp.act.output` (`fc2`'s input) and `mlp.output` (`fc2`'s output, before the residual).
 * BLOOM: the attention and MLP modules add the residual themselves, so `attention_output` and
   `mlp_output` are the outputs of their last projection (`self_attention.dense`,
   `mlp.dense_4h_to_h`). The fused `query_key_value` projection is interleaved per head
@@ -21,9 +21,11 @@ activation function's output, q/k/v the projections before rotary embeddings or 
 
 from __future__ import annotations
 
+import inspect
+
 import jax.numpy as jnp
 
-from ._families import Component, Family, lm_head_unembed, tied_unembed
+from ._families import Component, Family, LayerStackSpec, lm_head_unembed, tied_unembed
 
 __all__ = ["GPT_NEO", "GPTJ", "OPT", "BLOOM", "DECODER_FAMILIES"]
 
@@ -62,6 +64,19 @@ def _same_heads(attribute: str):
     return lambda config: {"query": getattr(config, attribute), "kv": getattr(config, attribute)}
 
 
+def _embed_with_positions(base, inputs):
+    """Token plus learned position embeddings (`wte`, `wpe`)."""
+    return base.wte(inputs["input_ids"]) + base.wpe(inputs["position_ids"])
+
+
+def _h_blocks(base, i):
+    return base.h.blocks[i]
+
+
+def _ln_f(base, h):
+    return base.ln_f(h)
+
+
 _NEO = "attn.attention."
 GPT_NEO = Family(
     name="gpt_neo",
@@ -78,6 +93,17 @@ GPT_NEO = Family(
     },
     heads=_same_heads("num_heads"),
     unembed=_tied_or_head("transformer.wte"),
+    layer_stack=LayerStackSpec(
+        embed=_embed_with_positions,
+        layer=_h_blocks,
+        call=lambda layer, h, inputs: layer(h, inputs["attention_mask"], deterministic=True)[0],
+        final=_ln_f,
+        embedding="wte",
+        # Global and local layers alternate: the attention type is fixed when a block is built
+        # (`config.attention_layers[layer_id]`, it picks the causal mask), so the stack keeps
+        # one block per type and switches on the layer index.
+        kinds=lambda config: config.attention_layers,
+    ),
 )
 
 GPTJ = Family(
@@ -94,7 +120,61 @@ GPTJ = Family(
     },
     heads=_same_heads("n_head"),
     unembed=_tied_or_head("transformer.wte"),  # GPT-J's untied lm_head has a bias
+    layer_stack=LayerStackSpec(
+        embed=lambda base, inputs: base.wte(inputs["input_ids"]),  # rotary: positions act in attention
+        layer=_h_blocks,
+        call=lambda layer, h, inputs: layer(h, inputs["attention_mask"], position_ids=inputs["position_ids"],
+                                            deterministic=True)[0],
+        final=_ln_f,
+        embedding="wte",
+    ),
 )
+
+
+def _opt_layer(module, args, kwargs, emit):
+    """OPT's decoder layer with its inline MLP reported as `mlp.input`, `mlp.act.output` and
+    `mlp.output`, each `(batch, seq, width)` (HF flattens to `(batch * seq, width)` around
+    `fc1`/`fc2`; the Dense layers and norms act on the last axis, so not flattening changes
+    nothing but float rounding). The attention, norms and fc1/fc2 are the layer's own modules,
+    so their taps are reported as usual."""
+    call = inspect.signature(type(module).__call__).bind(module, *args, **kwargs)
+    call.apply_defaults()
+    a = call.arguments
+    deterministic = a["deterministic"]
+    pre_norm = module.config.do_layer_norm_before  # OPT-350m normalises after each sublayer
+    h = a["hidden_states"]
+    x = module.self_attn_layer_norm(h) if pre_norm else h
+    attn, weights = module.self_attn(hidden_states=x, attention_mask=a["attention_mask"],
+                                     init_cache=a["init_cache"], deterministic=deterministic)
+    h = h + module.dropout_layer(attn, deterministic=deterministic)
+    if not pre_norm:
+        h = module.self_attn_layer_norm(h)
+    x = emit("mlp.input", module.final_layer_norm(h) if pre_norm else h)
+    x = emit("mlp.act.output", module.activation_fn(module.fc1(x)))
+    x = emit("mlp.output", module.fc2(x))
+    h = h + module.dropout_layer(x, deterministic=deterministic)
+    if not pre_norm:
+        h = module.final_layer_norm(h)
+    return (h, weights) if a["output_attentions"] else (h,)
+
+
+def _opt_embed(base, inputs):
+    decoder = base.decoder
+    h = decoder.embed_tokens(inputs["input_ids"])
+    if decoder.project_in is not None:  # word_embed_proj_dim != hidden_size
+        h = decoder.project_in(h)
+    # the learned positions add OPT's offset of 2 themselves
+    return h + decoder.embed_positions(inputs["position_ids"])
+
+
+def _opt_final(base, h):
+    decoder = base.decoder
+    if decoder.final_layer_norm is not None:  # pre-LN models only
+        h = decoder.final_layer_norm(h)
+    if decoder.project_out is not None:
+        h = decoder.project_out(h)
+    return h
+
 
 _OPT = "self_attn."
 OPT = Family(
@@ -104,13 +184,26 @@ OPT = Family(
     components={
         "block_input": Component("", "input"),
         "block_output": Component("", "output"),
+        # reported by the layer override `_opt_layer`
+        "mlp_input": Component("mlp", "input"),
+        "mlp_activation": Component("mlp.act", "output"),
+        "mlp_output": Component("mlp", "output"),
         # `self_attn` returns (output, weights), without dropout or the residual.
         **_attention("self_attn", _OPT + "q_proj", _OPT + "k_proj", _OPT + "v_proj", _OPT + "out_proj"),
     },
     heads=_same_heads("num_attention_heads"),
+    overrides={"": (_opt_layer, ("mlp.input", "mlp.act.output", "mlp.output"))},
     # The base model's last_hidden_state is after `final_layer_norm` and `project_out` (when
     # word_embed_proj_dim differs from hidden_size), i.e. in the embedding's width.
     unembed=_tied_or_head("model.decoder.embed_tokens"),
+    layer_stack=LayerStackSpec(
+        embed=_opt_embed,
+        layer=lambda base, i: base.decoder.layers.layers[i],
+        call=lambda layer, h, inputs: layer(h, attention_mask=inputs["attention_mask"], output_attentions=False,
+                                            deterministic=True)[0],
+        final=_opt_final,
+        embedding="decoder.embed_tokens",
+    ),
 )
 
 
@@ -133,6 +226,15 @@ def _bloom_qkv(module, args, kwargs, emit):
     return jnp.stack(parts, axis=-2).reshape(*lead, width)
 
 
+def _bloom_layer(layer, h, inputs):
+    """One BLOOM block: ALiBi biases from the attention mask (rebuilt per layer, they are tiny)."""
+    from transformers.models.bloom.modeling_flax_bloom import build_alibi_tensor
+
+    mask = inputs["attention_mask"]
+    alibi = build_alibi_tensor(mask, layer.config.n_head, dtype=h.dtype)
+    return layer(h, alibi, mask, deterministic=True)[0]
+
+
 _QKV = "self_attention.query_key_value"
 BLOOM = Family(
     name="bloom",
@@ -152,6 +254,14 @@ BLOOM = Family(
     overrides={_QKV: (_bloom_qkv, ("query.output", "key.output", "value.output"))},
     inputs=("input_ids", "attention_mask"),  # ALiBi: positions come from the mask, no position_ids
     unembed=_tied_or_head("transformer.word_embeddings"),
+    layer_stack=LayerStackSpec(
+        # no position embeddings; a layer norm right after the word embeddings
+        embed=lambda base, inputs: base.word_embeddings_layernorm(base.word_embeddings(inputs["input_ids"])),
+        layer=lambda base, i: base.h.layers[i],
+        call=_bloom_layer,
+        final=_ln_f,
+        embedding="word_embeddings",
+    ),
 )
 
 #: Families this module defines; `_families` registers them.

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from ._adapters import position_ids_from_mask
 from ._engine import Execution, Plan
 from ._hooks import handling
 
@@ -37,11 +38,13 @@ def _empty_cache(adapter, batch: int, length: int):
 
 
 def _cached_apply(adapter, params, cache, input_ids, attention_mask, position_ids):
+    # Families without position ids (BLOOM: ALiBi) derive positions from the whole-cache mask.
+    positions = {"position_ids": position_ids} if "position_ids" in adapter.family.inputs else {}
     out, mutated = adapter.module.apply(
         {"params": params, "cache": cache},
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=position_ids,
+        **positions,
         deterministic=True,
         init_cache=False,
         return_dict=True,
@@ -100,6 +103,9 @@ def generate(
     total = length + max_new_tokens
     cache = _empty_cache(adapter, batch, total)
     mask = jnp.ones((batch, total), jnp.int32).at[:, :length].set(base["attention_mask"])
+    # The prompt's positions; decode step t is at the last one + 1 + t. Only passed to the
+    # module where it takes them (`_cached_apply`).
+    positions = base["position_ids"] if "position_ids" in base else position_ids_from_mask(base["attention_mask"])
 
     def choose(logits, t):
         if not do_sample:
@@ -108,10 +114,10 @@ def generate(
 
     handle, taps = ex.handler(setters, (), gate=jnp.asarray(prompt_active))
     with handling(handle, taps, adapter.overrides(taps)):
-        logits, cache = _cached_apply(adapter, params, cache, ids, mask, base["position_ids"])
+        logits, cache = _cached_apply(adapter, params, cache, ids, mask, positions)
     prompt_collected = tuple(ex.collected)
     first = choose(logits, 0)
-    last_pos = base["position_ids"][:, -1]
+    last_pos = positions[:, -1]
     step_locs = _step_locations(plan, locations, batch)
     step_mask = jnp.asarray(step_mask, bool)
 

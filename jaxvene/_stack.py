@@ -3,46 +3,40 @@
 The sweep, causal tracing and patching helpers need what `module.apply` cannot give: start the
 forward pass at layer `l` from a cached hidden state (the clean prefix is never recomputed),
 loop over layers with the layer index as *data* (one compiled program serves every layer), and
-compute the head on a few positions only. :class:`LayerStack` provides that for the HF Flax
-families: the layers' params are stacked on a leading axis and one block module is applied
-with the i-th slice inside `lax.fori_loop`.
+compute the head on a few positions only. :class:`LayerStack` provides that for every family
+whose site table has a :class:`~jaxvene._families.LayerStackSpec`: the layers' params are
+stacked on a leading axis and one layer module is applied with the i-th slice inside
+`lax.fori_loop` / `lax.scan`.
 
-Inside a layer, taps are named relative to the block (`"output"`, `"mlp.output"`,
-`"attn.c_attn.output"`), so the same interceptor serves every layer; :meth:`local_site` gives
-the block-relative site of a pyvene component.
-
-The embed and head functions here restate a few lines of each HF model (token and position
-embeddings, final norm, tied or separate LM head); `tests/test_stack.py` checks that the stack
+The spec says, per family, how to embed, how to call one layer and what the final norm is,
+in terms of the model's own (bound) modules, so the stack runs HF's code, not a restatement;
+the unembedding is the family's `unembed`. `tests/test_stack.py` checks that the stack
 reproduces `module.apply` exactly.
+
+Inside a layer, taps are named relative to the layer (`"output"`, `"mlp.output"`,
+`"attn.c_attn.output"`), so the same interceptor serves every layer; :meth:`local_site` gives
+the layer-relative site of a pyvene component.
 """
 
 from __future__ import annotations
 
-import sys
 import weakref
 from typing import Callable, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._adapters import HFFlaxAdapter, adapt
+from ._families import _lookup
 from ._hooks import handling
 from ._sites import Site
 
 __all__ = ["LayerStack"]
 
 
-def _hf_class(adapter: HFFlaxAdapter, suffix: str):
-    namespace = vars(sys.modules[type(adapter.module).__module__])
-    matches = [v for k, v in namespace.items() if k.startswith("Flax") and k.endswith(suffix) and isinstance(v, type)]
-    if len(matches) != 1:
-        raise NotImplementedError(f"cannot find the {suffix} class of {type(adapter.module).__name__}")
-    return matches[0]
-
-
 class LayerStack:
-    """`embed -> layer_0 .. layer_{L-1} -> head` for a HF Flax model of a supported family."""
+    """`embed -> layer_0 .. layer_{L-1} -> head` for a model whose family has a layer stack spec."""
 
     _instances: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -61,23 +55,40 @@ class LayerStack:
 
     def __init__(self, model):
         self.adapter = adapter = adapt(model)
+        if not isinstance(adapter, HFFlaxAdapter) or adapter.family.layer_stack is None:
+            name = getattr(getattr(adapter, "family", None), "name", type(adapter).__name__)
+            raise NotImplementedError(
+                f"sweeps, causal tracing and attribution patching do not support {name} models "
+                "(its site table has no layer_stack spec); use jaxvene.IntervenableModel per site."
+            )
         self.config = adapter.config
         self.num_layers = adapter.num_layers
-        family = adapter.family.name
-        if family == "gpt2":
-            self._block = _hf_class(adapter, "GPT2Block")(self.config, dtype=adapter.module.dtype)
-            self._norm = nn.LayerNorm(epsilon=self.config.layer_norm_epsilon, dtype=adapter.module.dtype)
-        elif family == "llama":
-            self._block = _hf_class(adapter, "DecoderLayer")(self.config, dtype=adapter.module.dtype)
-            self._norm = _hf_class(adapter, "RMSNorm")(self.config, dtype=adapter.module.dtype)
-        else:  # pragma: no cover - every family in _families has a branch
-            raise NotImplementedError(f"no layer stack for family {family}")
-        self._family = family
+        self.spec = adapter.family.layer_stack
         self._root = adapter.prefix.rstrip(".")
+        # Layers differ only in their params, except where the family has several kinds of layer
+        # (GPT-Neo's global and local attention: the kind decides the attention mask, a Python
+        # constant baked into the module). One module per kind, and `_kind_of[i]` the kind of
+        # layer i; with more than one kind, a layer runs `lax.switch` on its (traced) index.
+        keys = list(self.spec.kinds(self.config)) if self.spec.kinds else [None] * self.num_layers
+        distinct = list(dict.fromkeys(keys))
+        self._kind_of = np.asarray([distinct.index(k) for k in keys], np.int32)
+        firsts = [keys.index(k) for k in distinct]
+        # The model's own layer modules, unbound (`clone(parent=None)`): applied on their own,
+        # their taps are named relative to the layer.
+        self._modules = self._on_base(
+            adapter.params, lambda base: [self.spec.layer(base, i).clone(parent=None) for i in firsts])
 
     # ---------------------------------------------------------------- params
     def _base(self, params):
         return params[self._root] if self._root else params
+
+    def _on_base(self, params, fn, *args):
+        """`fn(base, *args)` with the base model's modules bound to `params`."""
+
+        def method(module, *args):
+            return fn(getattr(module, self._root) if self._root else module, *args)
+
+        return self.adapter.module.apply({"params": params}, *args, method=method)
 
     def layer_params(self, params):
         """The layers' params stacked on a leading axis of length `num_layers` (cached for the
@@ -91,48 +102,67 @@ class LayerStack:
         return stacked
 
     def _stack_params(self, params):
-        stack = self._base(params)[self.adapter.family.layers]
+        stack = _lookup(self._base(params), self.adapter.family.layers)
         layers = [stack[str(i)] for i in range(self.num_layers)]
         return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)
 
     # ---------------------------------------------------------------- pieces
     def embed(self, params, inputs) -> jax.Array:
         """Hidden states entering layer 0, `(B, T, D)`."""
-        base = self._base(params)
-        ids = inputs["input_ids"]
-        if self._family == "gpt2":
-            return base["wte"]["embedding"][ids] + base["wpe"]["embedding"][inputs["position_ids"]]
-        h = base["embed_tokens"]["embedding"][ids]
-        if self.config.model_type == "gemma":
-            h = h * jnp.asarray(self.config.hidden_size**0.5, h.dtype)
-        return h
+        return self._on_base(params, self.spec.embed, inputs)
 
     def embedding_matrix(self, params) -> jax.Array:
-        base = self._base(params)
-        return base["wte"]["embedding"] if self._family == "gpt2" else base["embed_tokens"]["embedding"]
+        """The token embedding table, `(V, D_embedding)`."""
+        return _lookup(self._base(params), self.spec.embedding)["embedding"]
 
-    def layer(self, layer_params, h, inputs) -> jax.Array:
-        """Apply one layer with the given params slice."""
-        if self._family == "gpt2":
-            out = self._block.apply({"params": layer_params}, h, inputs["attention_mask"], deterministic=True)
-        else:
-            out = self._block.apply(
-                {"params": layer_params}, h, attention_mask=inputs["attention_mask"],
-                position_ids=inputs["position_ids"], deterministic=True,
-            )
-        return out[0]
+    def layer(self, layer_params, h, inputs, index=0) -> jax.Array:
+        """Apply layer `index` (may be traced; it only picks the layer's kind) with the given
+        params slice."""
+        return self._run_layer(index, layer_params, h, inputs)[0]
+
+    def _run_layer(self, i, layer_params, h, inputs, handler=None, taps=frozenset(), record=False):
+        """Layer `i` on `h`: `(output, reads)`.
+
+        `handler(i, name, value) -> value` sees the layer-relative `taps`; with `record`,
+        `reads` maps each tap seen to its (possibly replaced) value, else it is `{}`. Taps are
+        read through return values, not side effects, so that they may leave `lax.switch`.
+        """
+        overrides = self.overrides(taps)
+
+        def branch(module):
+            def run(layer_params, h):
+                reads = {}
+
+                def on_tap(name, value):
+                    if handler is not None:
+                        value = handler(i, name, value)
+                    if record:
+                        reads[name] = value
+                    return value
+
+                if not taps:
+                    return module.apply({"params": layer_params}, h, inputs, method=self.spec.call), reads
+                with handling(on_tap, taps, overrides):
+                    out = module.apply({"params": layer_params}, h, inputs, method=self.spec.call)
+                return out, reads
+
+            return run
+
+        if len(self._modules) == 1 or isinstance(i, (int, np.integer)):
+            return branch(self._modules[self._kind_of[i] if len(self._modules) > 1 else 0])(layer_params, h)
+        kind = jnp.asarray(self._kind_of)[i]
+        return jax.lax.switch(kind, [branch(m) for m in self._modules], layer_params, h)
 
     def head(self, params, h) -> jax.Array:
-        """Final norm and LM head on `h` `(B, K, D)`: logits `(B, K, V)` (or normed states)."""
-        base = self._base(params)
-        norm_params = base["ln_f"] if self._family == "gpt2" else base["norm"]
-        h = self._norm.apply({"params": norm_params}, h)
+        """Final norm and LM head on `h` `(B, K, D)`: logits `(B, K, V)` (or, for a base model
+        without an LM head, its last hidden states)."""
+        h = self._on_base(params, self.spec.final, h)
         if not self._root:  # a bare base model has no LM head
             return h
-        tied = getattr(self.config, "tie_word_embeddings", False) and self.config.model_type in ("gpt2", "gemma")
-        if tied:
-            return h @ self.embedding_matrix(params).T.astype(h.dtype)
-        return h @ params["lm_head"]["kernel"].astype(h.dtype)
+        unembed = self.adapter.family.unembed
+        if unembed is None:  # pragma: no cover - every family with a spec has one
+            raise NotImplementedError(f"the {self.adapter.family.name} table has no unembed")
+        return unembed(params, h, self.config)
 
     # ---------------------------------------------------------------- sites
     def local_site(self, component: str) -> Site:
@@ -147,11 +177,12 @@ class LayerStack:
         return Site(tap, spec.part, heads, component)
 
     def overrides(self, taps) -> dict:
-        """Block-relative module overrides that report `taps` (LLaMA's MLP activation)."""
+        """Layer-relative module overrides that report `taps` (LLaMA's MLP activation; key ""
+        overrides the layer itself, as OPT's does to expose its inline MLP)."""
         return {
             rel: override
             for rel, (override, suffixes) in self.adapter.family.overrides.items()
-            if any(f"{rel}.{s}" in taps for s in suffixes)
+            if any(".".join(p for p in (rel, s) if p) in taps for s in suffixes)
         }
 
     # ---------------------------------------------------------------- running
@@ -167,19 +198,16 @@ class LayerStack:
     ):
         """Layers `start .. stop-1` (`start` may be traced) on `h`.
 
-        `handler(layer_index, tap_name, value) -> value` sees the block-relative `taps` of every
-        layer, with the layer index as a traced scalar.
+        `handler(layer_index, tap_name, value) -> value` sees the layer-relative `taps` of every
+        layer, with the layer index as a traced scalar; it must be pure (its side effects would
+        not leave the loop).
         """
         stop = self.num_layers if stop is None else stop
-        taps = frozenset(taps)
-        overrides = self.overrides(taps)
+        taps = frozenset(taps) if handler is not None else frozenset()
 
         def body(i, h):
             p = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), stacked)
-            if handler is None:
-                return self.layer(p, h, inputs)
-            with handling(lambda name, value: handler(i, name, value), taps, overrides):
-                return self.layer(p, h, inputs)
+            return self._run_layer(i, p, h, inputs, handler, taps)[0]
 
         return jax.lax.fori_loop(start, stop, body, h)
 
@@ -187,36 +215,32 @@ class LayerStack:
         """All layers in one `lax.scan`: returns `(hidden, views)`.
 
         `hidden` is every layer's input and the last layer's output, `(L + 1, B, T, D)`. With a
-        block-relative `site`, `edit(layer, view) -> view` may change the site's view in every
+        layer-relative `site`, `edit(layer, view) -> view` may change the site's view in every
         layer, and `record=True` returns the (edited) views stacked, `(L, ...)`.
         """
         h0 = self.embed(params, inputs) if h0 is None else h0
         taps = frozenset() if site is None else frozenset({site.tap})
-        overrides = self.overrides(taps)
+
+        def handler(i, name, value):
+            if edit is None or name != site.tap:
+                return value
+            return site.unview(value, edit(i, site.view(value)))
 
         def body(h, xs):
             i, p = xs
-            seen = {}
-
-            def handler(name, value):
-                if name != site.tap:
-                    return value
-                view = site.view(value)
-                if edit is not None:
-                    view = edit(i, view)
-                    value = site.unview(value, view)
-                seen["view"] = view
-                return value
-
-            with handling(handler, taps, overrides):
-                out = self.layer(p, h, inputs)
-            return out, (h, seen.get("view") if record else None)
+            out, reads = self._run_layer(i, p, h, inputs, handler, taps, record=record and site is not None)
+            if not record or site is None:
+                return out, (h, None)
+            if site.tap not in reads:
+                raise ValueError(f"the layer never reports {site.tap!r} ({site.component})")
+            return out, (h, site.view(reads[site.tap]))
 
         last, (hs, views) = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), self.layer_params(params)))
         return jnp.concatenate([hs, last[None]], axis=0), views
 
     def logits(self, params, inputs) -> jax.Array:
         """The full forward pass through the stack (equal to `module.apply`'s logits)."""
-        inputs = self.adapter.prepare(inputs) if "position_ids" not in inputs else inputs
+        if any(k not in inputs for k in ("attention_mask", "position_ids") if k in self.adapter.family.inputs):
+            inputs = self.adapter.prepare(inputs)
         h = self.run_layers(self.layer_params(params), self.embed(params, inputs), inputs, 0)
         return self.head(params, h)

@@ -132,12 +132,15 @@ def _torch_patch(torch_model, module, io, src_pos, base_pos, features=None):
     kept = {}
 
     def swap(value):
+        flat = value.dim() == 2  # OPT runs its MLP on (batch * seq, width)
+        if flat:
+            value = value.reshape(len(BASE), -1, value.shape[-1])
         if "source" not in kept:
             kept["source"] = value.detach().clone()
-            return value
-        value = value.clone()
-        value[:, base_pos, cols] = kept["source"][:, src_pos, cols]
-        return value
+        else:
+            value = value.clone()
+            value[:, base_pos, cols] = kept["source"][:, src_pos, cols]
+        return value.reshape(-1, value.shape[-1]) if flat else value
 
     if io == "input":
         def hook(mod, args, kwargs):
@@ -179,6 +182,10 @@ CASES = {
         ("block_output", 0, "", "output", None, None),
         ("attention_output", 1, "self_attn", "output", None, None),
         ("head_key_output", 1, "self_attn.k_proj", "output", 3, _heads(3)),
+        # the layer override's taps, against the flattened (batch * seq, width) values in torch
+        ("mlp_input", 0, "fc1", "input", None, None),
+        ("mlp_activation", 1, "fc2", "input", None, None),
+        ("mlp_output", 0, "fc2", "output", None, None),
     ],
     "bloom": [
         ("mlp_activation", 0, "mlp.gelu_impl", "output", None, None),
@@ -193,11 +200,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("family, case", [(f, c) for f, cases in CASES.items() for c in cases],
-                         ids=lambda x: x if isinstance(x, str) else x[0])
+@functools.cache
+def _opt_post_ln():
+    """OPT-350m's layout: post-LN, no project_in/out (fc1 reads the residual stream)."""
+    return _build("opt", do_layer_norm_before=False, word_embed_proj_dim=32)
+
+
+@pytest.mark.parametrize("family, case", [(f, c) for f, cases in CASES.items() for c in cases] + [
+    ("opt_post_ln", ("mlp_input", 1, "fc1", "input", None, None)),
+    ("opt_post_ln", ("mlp_output", 0, "fc2", "output", None, None)),
+], ids=lambda x: x if isinstance(x, str) else x[0])
 def test_patch_matches_torch_hooks(family, case):
     component, layer, module, io, head, features = case
-    torch_model, flax_model = _pair(family)
+    torch_model, flax_model = _opt_post_ln() if family == "opt_post_ln" else _pair(family)
+    family = "opt" if family == "opt_post_ln" else family
     stack = SPECS[family][3]
     src_pos, base_pos = 4, 2
     ours = _jv_patch(flax_model, component, layer, "pos" if head is None else "h.pos", src_pos, base_pos, head)
@@ -240,7 +256,7 @@ def test_every_component_has_a_site_of_the_right_shape(family):
 
 def test_unknown_component_lists_valid_ones():
     adapter = adapt(_pair("opt")[1])
-    with pytest.raises(ValueError, match="Valid components: block_input, block_output, attention_input"):
-        adapter.site("mlp_output", 0)  # OPT has no MLP module: see the table's docstring
+    with pytest.raises(ValueError, match="Valid components: block_input, block_output, mlp_input"):
+        adapter.site("mlp", 0)
     with pytest.raises(ValueError, match="unknown component 'nope'"):
         jv.IntervenableModel(jv.IntervenableConfig([{"layer": 0, "component": "nope"}]), _pair("bloom")[1])

@@ -87,3 +87,58 @@ def test_collect_per_step_and_sampling(flax_gpt2):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="PRNG key"):
         add.generate({"input_ids": IDS}, source_representations=VEC, do_sample=True)
+
+
+def _tiny(name):
+    """Tiny random Flax models of more families (no position ids in BLOOM: ALiBi)."""
+    import transformers as T
+
+    tokens = dict(vocab_size=50, bos_token_id=0, eos_token_id=10_000, pad_token_id=0)  # eos never generated
+    if name == "gpt_neo":
+        config = T.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, window_size=3,
+                                attention_types=[[["global", "local"], 1]], max_position_embeddings=64,
+                                initializer_range=0.3, **tokens)
+        return T.FlaxGPTNeoForCausalLM(config, seed=0)
+    if name == "gptj":
+        config = T.GPTJConfig(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, rotary_dim=4,
+                              initializer_range=0.3, **tokens)
+        return T.FlaxGPTJForCausalLM(config, seed=0)
+    if name == "opt":
+        config = T.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                             word_embed_proj_dim=16, max_position_embeddings=64, init_std=0.3, **tokens)
+        return T.FlaxOPTForCausalLM(config, seed=0)
+    config = T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, initializer_range=0.3, **tokens)
+    return T.FlaxBloomForCausalLM(config, seed=0)
+
+
+@pytest.mark.parametrize("name", ["gpt_neo", "gptj", "opt", "bloom"])
+def test_greedy_equals_hf_generate_for_more_families(name):
+    model = _tiny(name)
+    ref = model.generate(IDS, max_new_tokens=6, do_sample=False).sequences
+    jm = _model(model, jv.AdditionIntervention)
+    original, steered = jm.generate({"input_ids": IDS}, source_representations=jnp.zeros(model.config.hidden_size),
+                                    max_new_tokens=6, output_original_output=True)
+    np.testing.assert_array_equal(original, ref)
+    np.testing.assert_array_equal(steered, ref)
+    # left padding: the positions (or BLOOM's ALiBi offsets) come from the mask
+    mask = np.ones_like(IDS)
+    mask[0, :2] = 0
+    ref = model.generate(IDS, attention_mask=mask, max_new_tokens=4, do_sample=False).sequences
+    _, ours = jm.generate({"input_ids": IDS, "attention_mask": mask},
+                          source_representations=jnp.zeros(model.config.hidden_size), max_new_tokens=4)
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_steering_opt_mlp_through_layer_override_equals_recomputation():
+    """OPT's MLP sites come from an override of the whole layer; it must work with the KV cache."""
+    model = _tiny("opt")
+    vec = jnp.asarray(np.random.default_rng(2).normal(size=32).astype(np.float32)) * 3
+    jm = _model(model, jv.AdditionIntervention, component="mlp_output")
+    _, seq = jm.generate({"input_ids": IDS}, source_representations=vec, max_new_tokens=4)
+    seq = np.asarray(seq)
+    for t in range(1, 4):  # decode steps 0 .. t-1 read generated tokens 0 .. t-1 (positions 5 ..)
+        _, out = jm({"input_ids": seq[:, : 5 + t]}, unit_locations={"base": [[list(range(5, 5 + t))] * 2]},
+                    source_representations=vec)
+        np.testing.assert_array_equal(seq[:, 5 + t], np.asarray(out.logits[:, -1].argmax(-1)))
+    plain = np.asarray(model.generate(IDS, max_new_tokens=4, do_sample=False).sequences)
+    assert (seq != plain).any()  # the steering changed something

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvene._families import Component, Family
+from jaxvene._families import Component, Family, LayerStackSpec
 
 __all__ = ["FlaxGPTNeoXForCausalLM", "FlaxGPTNeoXForCausalLMModule", "GPT_NEOX", "load_pytorch_state"]
 
@@ -375,6 +375,14 @@ GPT_NEOX = Family(
         "head_value_output": Component("attention.value", "output", heads="kv"),
     },
     heads=lambda config: {"query": config.num_attention_heads, "kv": config.num_attention_heads},
+    unembed=lambda params, hidden, config: hidden @ params["embed_out"]["kernel"].astype(hidden.dtype),
+    layer_stack=LayerStackSpec(  # for jaxvene.sweep, causal_trace and patching
+        embed=lambda base, inputs: base.embed_in(inputs["input_ids"]),
+        layer=lambda base, i: base.layers.blocks[i],
+        call=lambda layer, h, inputs: layer(h, inputs["attention_mask"], inputs["position_ids"]),
+        final=lambda base, h: base.final_layer_norm(h),
+        embedding="embed_in",
+    ),
 )
 
 
