@@ -99,7 +99,8 @@ def sweep(
     """Run `intervention` at every cell of a grid of sites and return `metric` per cell.
 
     Args:
-      model: a HuggingFace Flax model (GPT-2, LLaMA, Mistral, Gemma).
+      model: a decoder whose family has a layer-stack spec (GPT-2, LLaMA, Mistral, Gemma,
+        GPT-Neo, GPT-J, OPT, BLOOM, jaxvene's GPT-NeoX).
       base, source: model inputs (`{"input_ids": (B, T)}`, optional `attention_mask`); the
         source must have the base's shape. Source activations are read at the same position
         and head as the patched cell.

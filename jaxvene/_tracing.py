@@ -144,7 +144,11 @@ def causal_trace(
     """ROME's causal tracing of one prompt.
 
     Args:
-      model: a HuggingFace Flax causal LM.
+      model: a HuggingFace Flax causal LM of a family with a layer stack (see `jv.sweep`).
+        The noise is added to the hidden states entering layer 0: for GPT-2, LLaMA, GPT-Neo,
+        GPT-J and GPT-NeoX that is the token embeddings (plus learned positions, which the
+        noise does not care about), as in ROME; for BLOOM it is after the embedding LayerNorm
+        and for OPT after `project_in`.
       inputs: `{"input_ids": (1, T)}`, one prompt.
       subject: positions of the subject's tokens (the ones corrupted).
       target: token id whose probability at the last position is measured.
