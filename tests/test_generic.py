@@ -168,3 +168,74 @@ def test_taps_under_vmap_over_locations():
     swept = jax.jit(jax.vmap(out_at))(jnp.arange(5))
     for p in range(5):
         np.testing.assert_allclose(swept[p], hand_edited(PARAMS, X, p, jnp.tanh(XS @ W1)[:, p]), atol=1e-5)
+
+
+class ScanLayer(eqx.Module):
+    linear: eqx.nn.Linear
+
+    def __call__(self, h):  # (batch, seq, dim): the tap sees the batch axis
+        return jnp.tanh(jax.vmap(jax.vmap(self.linear))(h))
+
+
+class StackedEqx(eqx.Module):
+    """Equinox layers stacked on a leading axis (made with `eqx.filter_vmap`) and run with
+    `jaxvene.scan_layers`, a drop-in for `lax.scan`."""
+
+    layers: ScanLayer
+
+    def __init__(self, key, n_layers=3, dim=4):
+        keys = jax.random.split(key, n_layers)
+        self.layers = eqx.filter_vmap(lambda k: ScanLayer(eqx.nn.Linear(dim, dim, key=k)))(keys)
+
+    def __call__(self, x):
+        dynamic, static = eqx.partition(self.layers, eqx.is_array)
+
+        def body(h, layer_params):
+            return eqx.combine(layer_params, static)(h), None
+
+        h, _ = jv.scan_layers(body, x, dynamic)
+        return h
+
+
+def test_equinox_stacked_layers_run_with_scan():
+    """Surgery on the stacked module taps every layer; `layer=l` addresses scan iteration l."""
+    model = StackedEqx(jax.random.key(5))
+    adapter = jv.equinox_adapter(model, X, where={"block": lambda m: m.layers})
+    assert adapter.layers() == {"block.input": 3, "block.output": 3}
+    np.testing.assert_allclose(adapter.apply(adapter.params, X), model(X), atol=1e-6)
+
+    def layer(k):
+        return jax.tree_util.tree_map(lambda a: a[k] if eqx.is_array(a) else a, model.layers)
+
+    def hand(x, xs, at, pos):  # the source's layer-`at` output written into the base by hand
+        src = xs
+        for k in range(at + 1):
+            src = layer(k)(src)
+        h = x
+        for k in range(3):
+            h = layer(k)(h)
+            if k == at:
+                h = h.at[:, pos].set(src[:, pos])
+        return h
+
+    for at in (0, 2):
+        patch = jv.IntervenableModel(jv.IntervenableConfig([{"layer": at, "component": "block.output"}]), adapter)
+        _, out = patch(X, [XS], {"sources->base": 1})
+        np.testing.assert_allclose(out, hand(X, XS, at, 1), atol=1e-5)
+
+
+def test_intervention_ops_carry_the_taps_name_scope():
+    """Inside a run, what jaxvene does at a tap sits in `jax.named_scope(<tap name>)`, so
+    profiles and HLO dumps show the site by name."""
+    adapter = jv.FunctionAdapter(tapped_fn, PARAMS, {"x": X})
+    model = jv.IntervenableModel(jv.IntervenableConfig([{"component": "hidden"}],
+                                                       intervention_types=jv.ZeroIntervention), adapter)
+    b, s, locs, subs, consts = model.prepare({"x": X}, None, {"base": 1})
+
+    def run(b):
+        return jv.core.run(adapter, model.plan(), PARAMS, model.intervention_params(), b, s, locs, subs, consts)[0]
+
+    hlo = jax.jit(run).lower(b).as_text(debug_info=True)
+    assert "/hidden/" in hlo
+    plain = jax.jit(lambda x: tapped_fn(PARAMS, {"x": x})["out"]).lower(X).as_text(debug_info=True)
+    assert "/hidden/" not in plain  # outside a run a tap is the identity: no ops, nothing to name
