@@ -55,7 +55,13 @@ from . import core as core
 from . import models_native as models_native
 from ._families import register_family as register_family
 from .models_native import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
+from .models_native import FlaxQwen2ForCausalLM as FlaxQwen2ForCausalLM
+from ._gru import GRUConfig as GRUConfig
+from ._gru import GRUModel as GRUModel
+from ._gru import GRUForClassification as GRUForClassification
+from ._gru import GRULMHeadModel as GRULMHeadModel
 
 register_family(models_native.GPT_NEOX)
+register_family(models_native.QWEN2)
 
 __version__ = "0.1.0"

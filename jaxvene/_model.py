@@ -32,6 +32,9 @@ from ._sites import Site
 
 __all__ = ["IntervenableModel", "IntervenableModelOutput"]
 
+# pyvene's unit for the time steps of recurrent models (GRU): a position axis here
+_UNIT_ALIASES = {"t": "pos"}
+
 
 @dataclasses.dataclass
 class IntervenableModelOutput:
@@ -100,6 +103,7 @@ class IntervenableModel:
         counter: dict = {}
         self.sorted_keys = [_representation_key(r, counter) for r in reps]
         self.representations = dict(zip(self.sorted_keys, reps))
+        reps = [r._replace(unit=_UNIT_ALIASES.get(r.unit, r.unit)) for r in reps]
 
         sites = [self._site(r) for r in reps]
         shapes = self.adapter.tap_shapes(sorted({s.tap for s in sites}))

@@ -3,4 +3,7 @@
 from .gpt_neox import GPT_NEOX as GPT_NEOX
 from .gpt_neox import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
 
-__all__ = ["FlaxGPTNeoXForCausalLM", "GPT_NEOX"]
+from .qwen2 import QWEN2 as QWEN2
+from .qwen2 import FlaxQwen2ForCausalLM as FlaxQwen2ForCausalLM
+
+__all__ = ["FlaxGPTNeoXForCausalLM", "GPT_NEOX", "FlaxQwen2ForCausalLM", "QWEN2"]
