@@ -29,11 +29,11 @@ class HFFlaxAdapter:
     """A HuggingFace Flax model (any family with a site table in `_families`) as a pure function
     with sites."""
 
-    def __init__(self, hf_model):
+    def __init__(self, hf_model, family: Optional[Family] = None):
         self.hf_model = hf_model
         self.module = hf_model.module
         self.config = hf_model.config
-        self.family: Family = family_for(self.config)
+        self.family: Family = family_for(self.config) if family is None else family
         # Where the layer stack sits: FlaxGPT2LMHeadModel nests it under "transformer", LLaMA
         # under "model", BERT under "bert", T5 at the top ("encoder.block"); bare models too.
         self.prefix = _find_prefix(hf_model.params, self.family.layers)

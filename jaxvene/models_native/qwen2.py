@@ -28,8 +28,6 @@ site table (pyvene's qwen2 component names).
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from typing import Any, Optional
 
@@ -38,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._base import NativeCausalLM
 from jaxvene._families import Component, Family, LayerStackSpec, lm_head_unembed, tied_unembed
 
 # Shared with the native GPT-NeoX. `_ACTIVATIONS` and `_dense_init` are private there but are
@@ -387,46 +386,26 @@ def params_from_state(state: dict, config, dtype=jnp.float32) -> dict:
 
 
 # ---------------------------------------------------------------------------------- the model
-class FlaxQwen2ForCausalLM:
+def _config_class():
+    from transformers import Qwen2Config
+
+    return Qwen2Config
+
+
+class FlaxQwen2ForCausalLM(NativeCausalLM):
     """Qwen2 causal LM with the surface of a HF Flax model (`module`, `params`, `config`).
 
     >>> model = FlaxQwen2ForCausalLM.from_pretrained("path/to/Qwen2-0.5B")  # HF PyTorch folder
     >>> model(input_ids).logits
     """
 
-    def __init__(self, config, params: Optional[dict] = None, seed: int = 0, dtype=jnp.float32):
-        check_config(config)
-        self.config = config
-        self.dtype = dtype
-        self.module = FlaxQwen2ForCausalLMModule(config, dtype=dtype)
-        if params is None:
-            params = self.module.init(jax.random.key(seed), jnp.zeros((1, 1), jnp.int32))["params"]
-        self.params = params
-        self._adapter = None
-        self._jitted = None
-
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None,
-                 output_hidden_states: bool = False):
-        """Logits (and hidden states) as a `FlaxCausalLMOutput`; compiled once per input shape."""
-        from transformers.modeling_flax_outputs import FlaxCausalLMOutput
-
-        if self._jitted is None:
-            self._jitted = jax.jit(self._forward, static_argnames=("output_hidden_states",))
-        fields = self._jitted(
-            self.params if params is None else params,
-            jnp.asarray(input_ids),
-            None if attention_mask is None else jnp.asarray(attention_mask),
-            None if position_ids is None else jnp.asarray(position_ids),
-            output_hidden_states=bool(output_hidden_states),
-        )
-        return FlaxCausalLMOutput(**fields)
-
-    def _forward(self, params, input_ids, attention_mask, position_ids, output_hidden_states):
-        out = self.module.apply(
-            {"params": params}, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            deterministic=True, output_hidden_states=output_hidden_states, return_dict=True,
-        )
-        return {k: v for k, v in out.items() if v is not None}
+    module_class = FlaxQwen2ForCausalLMModule
+    config_class = staticmethod(_config_class)
+    model_type = "qwen2"
+    family = QWEN2
+    check_config = staticmethod(check_config)
+    params_from_state = staticmethod(params_from_state)
+    load_state = staticmethod(load_pytorch_state)
 
     def init_cache(self, batch_size: int, max_length: int) -> dict:
         """An empty KV cache (the `"cache"` collection) for `max_length` positions (kv heads only)."""
@@ -439,52 +418,3 @@ class FlaxQwen2ForCausalLM:
                                   "cache_index": jnp.array(0, dtype=jnp.int32)}}
 
         return {"model": {"layers": {str(i): layer() for i in range(c.num_hidden_layers)}}}
-
-    @classmethod
-    def from_pretrained(cls, folder: str, dtype=jnp.float32) -> "FlaxQwen2ForCausalLM":
-        """Load an HF PyTorch Qwen2 checkpoint folder (`config.json` + safetensors or .bin)."""
-        from transformers import Qwen2Config
-
-        folder = os.fspath(folder)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"{folder} is not a directory (from_pretrained reads a local checkpoint folder)")
-        config_path = os.path.join(folder, "config.json")
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"no config.json in {folder}")
-        try:
-            with open(config_path) as f:
-                raw = json.load(f)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read {config_path}: {err}") from err
-        if raw.get("model_type") != "qwen2":
-            raise ValueError(f"{config_path} describes model_type {raw.get('model_type')!r}, not 'qwen2'")
-        config = Qwen2Config.from_pretrained(folder)
-        check_config(config)
-        return cls(config, params_from_state(load_pytorch_state(folder), config, dtype=dtype), dtype=dtype)
-
-    def jaxvene_adapter(self):
-        """The adapter jaxvene uses for this model (sites under `model.layers.<i>`)."""
-        if self._adapter is None:
-            self._adapter = _make_adapter(self)
-        return self._adapter
-
-
-def _make_adapter(model):
-    # Imported here: jaxvene._families may import the native models while jaxvene._adapters loads.
-    from jaxvene._adapters import HFFlaxAdapter
-
-    class Qwen2Adapter(HFFlaxAdapter):
-        """`HFFlaxAdapter` bound to the QWEN2 table, whether or not it is registered."""
-
-        def __init__(self, hf_model):
-            self.hf_model = hf_model
-            self.module = hf_model.module
-            self.config = hf_model.config
-            self.family = QWEN2
-            self.prefix = "model."
-            self.num_layers = int(self.config.num_hidden_layers)
-            self.vocab_size = int(self.config.vocab_size)
-            self.head_counts = dict(self.family.heads(self.config))
-            self._shapes = {}
-
-    return Qwen2Adapter(model)
