@@ -219,7 +219,6 @@ class HFFlaxAdapter:
             return {"logits": self._logits_at(params, inputs, logit_positions)}
         out = self.module.apply({"params": params}, **inputs, deterministic=True, return_dict=True,
                                 **self.family.call_kwargs)
-        self._output_type = type(out)  # for wrap_output: BERT, ViT and T5 outputs have more fields
         out = {k: v for k, v in out.items() if v is not None}
         if logit_positions is not None:
             if "logits" not in out:
@@ -246,8 +245,19 @@ class HFFlaxAdapter:
 
         cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
         if not set(fields) <= set(cls.__dataclass_fields__):  # e.g. pooler_output: the model's own class
-            cls = getattr(self, "_output_type", cls)
+            cls = self._output_class()
         return cls(**fields)
+
+    def _output_class(self):
+        """The HF output dataclass the model returns (BERT, ViT, T5: more fields than the
+        defaults), from one abstract trace, cached."""
+        if "_out_cls" not in self.__dict__:
+            def run(params):
+                return self.module.apply({"params": params}, **self.dummy_inputs(), deterministic=True,
+                                         return_dict=True, **self.family.call_kwargs)
+
+            self._out_cls = type(jax.eval_shape(run, self.params))
+        return self._out_cls
 
 
 def _find_prefix(params, layers: str) -> str:

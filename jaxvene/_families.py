@@ -101,6 +101,19 @@ def lm_head_unembed(params, hidden, config):
     return logits + head["bias"].astype(hidden.dtype) if "bias" in head else logits
 
 
+def tied_or_lm_head_unembed(embedding: str):
+    """Logits through the embedding table at `embedding` when the config ties it and the model
+    has no `lm_head` params (LLaMA, Qwen2 and the like); through `lm_head` otherwise."""
+    tied = tied_unembed(embedding)
+
+    def unembed(params, hidden, config):
+        if getattr(config, "tie_word_embeddings", False) and "lm_head" not in params:
+            return tied(params, hidden, config)
+        return lm_head_unembed(params, hidden, config)
+
+    return unembed
+
+
 def _qkv(index: int, heads: Optional[str] = None) -> Component:
     return Component("attn.c_attn", "output", part=(index, 3), heads=heads)
 
@@ -175,10 +188,7 @@ LLAMA = Family(
     },
     heads=lambda config: {"query": config.num_attention_heads, "kv": config.num_key_value_heads},
     overrides={"mlp": (_gated_mlp, ("act_fn.output",))},
-    unembed=lambda params, hidden, config: (
-        tied_unembed("model.embed_tokens")(params, hidden, config)
-        if getattr(config, "tie_word_embeddings", False) and "lm_head" not in params
-        else lm_head_unembed(params, hidden, config)),
+    unembed=tied_or_lm_head_unembed("model.embed_tokens"),
     layer_stack=LayerStackSpec(
         embed=_llama_embed,
         layer=lambda base, i: base.layers.blocks[i],

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._base import NativeCausalLM
-from jaxvene._families import Component, Family, LayerStackSpec, lm_head_unembed, tied_unembed
+from jaxvene._families import LLAMA, Family, LayerStackSpec, tied_or_lm_head_unembed
 
 # Shared with the native GPT-NeoX. `_ACTIVATIONS` and `_dense_init` are private there but are
 # exactly what is needed here; the attention subclasses GPT-NeoX's to inherit its cache write.
@@ -284,35 +284,15 @@ class FlaxQwen2ForCausalLMModule(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- site table
-def _unembed(params, hidden, config):
-    if config.tie_word_embeddings:
-        return tied_unembed("model.embed_tokens")(params, hidden, config)
-    return lm_head_unembed(params, hidden, config)
-
-
 QWEN2 = Family(
     name="qwen2",
     layers="layers",
     model_types=("qwen2",),
-    components={  # pyvene's qwen2 mapping (modelings_intervenable_qwen2.py)
-        "block_input": Component("", "input"),
-        "block_output": Component("", "output"),
-        "mlp_input": Component("mlp", "input"),
-        "mlp_activation": Component("mlp.act_fn", "output"),  # a real (parameter-free) module here
-        "mlp_output": Component("mlp", "output"),
-        "attention_input": Component("self_attn", "input"),
-        "attention_output": Component("self_attn", "output"),
-        "attention_value_output": Component("self_attn.o_proj", "input"),
-        "head_attention_value_output": Component("self_attn.o_proj", "input", heads="query"),
-        "query_output": Component("self_attn.q_proj", "output"),
-        "key_output": Component("self_attn.k_proj", "output"),
-        "value_output": Component("self_attn.v_proj", "output"),
-        "head_query_output": Component("self_attn.q_proj", "output", heads="query"),
-        "head_key_output": Component("self_attn.k_proj", "output", heads="kv"),
-        "head_value_output": Component("self_attn.v_proj", "output", heads="kv"),
-    },
+    # pyvene's qwen2 mapping is LLaMA's; `mlp.act_fn` is a real (parameter-free) module here,
+    # so `mlp_activation` needs no override
+    components=LLAMA.components,
     heads=lambda config: {"query": config.num_attention_heads, "kv": config.num_key_value_heads},
-    unembed=_unembed,
+    unembed=tied_or_lm_head_unembed("model.embed_tokens"),
     layer_stack=LayerStackSpec(  # for jaxvene.sweep, causal_trace and patching
         embed=lambda base, inputs: base.embed_tokens(inputs["input_ids"]),
         layer=lambda base, i: base.layers.blocks[i],
