@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 import jaxvene as jv
-from jaxvene.models import encode_prompt, facts, load_facts_model
+from jaxvene.pretrained import encode_prompt, facts, load_facts_model
 
 
 def pairs(all_facts, n):

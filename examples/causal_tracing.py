@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 import jaxvene as jv
-from jaxvene.models import encode_prompt, facts, load_facts_model
+from jaxvene.pretrained import encode_prompt, facts, load_facts_model
 
 WINDOWS = {"block_output": 1, "mlp_output": 1, "attention_output": 1}  # 4 layers: no windows
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import jaxvene as jv
-from jaxvene.models import encode_prompt, facts, load_facts_model
+from jaxvene.pretrained import encode_prompt, facts, load_facts_model
 
 
 def batch_of_pairs(tokenizer, all_facts, n, offset=0, n_tokens=9):

@@ -12,7 +12,7 @@ linked interventions (WX in rotated dims 0-7, YZ in 8-15). Full run: test IIA 0.
 
 import sys
 
-from jaxvene._hierarchical_equality import main, run  # noqa: F401
+from jaxvene.apps.das_hierarchical_equality import main, run  # noqa: F401
 
 if __name__ == "__main__":
     main(quick="--quick" in sys.argv, from_scratch="--from-scratch" in sys.argv)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxvene as jv
-from jaxvene.models import encode_prompt, facts, load_facts_model
+from jaxvene.pretrained import encode_prompt, facts, load_facts_model
 
 
 def residuals(model, tokenizer, prompts, layer):

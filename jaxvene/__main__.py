@@ -18,11 +18,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if args.command == "demo":
-        from ._demo import run_demo
+        from .apps.demo import run_demo
 
         run_demo(args.out)
     elif args.command == "das":
-        from ._hierarchical_equality import main as das_main
+        from .apps.das_hierarchical_equality import main as das_main
 
         das_main(quick=args.quick, from_scratch=args.from_scratch)
     return 0

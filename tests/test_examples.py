@@ -81,7 +81,7 @@ def test_compiled_sweep_example():
 
 
 def test_demo(tmp_path):
-    from jaxvene._demo import run_demo
+    from jaxvene.apps.demo import run_demo
 
     mean = run_demo(str(tmp_path), n_facts=4)
     assert mean["last subject token"][0] > 0.7

@@ -1,19 +1,16 @@
-"""Small models that ship with jaxvene, trained by scripts in this package from a seed.
+"""Model architectures written for jaxvene in Flax: transformers has no Flax version of them,
+or pyvene ships them (its MLP and GRU models). Each reads HF/pyvene weights.
 
-- `load_facts_model()`: a 4-layer GPT-2 (Flax) trained on synthetic facts with multi-token
-  subjects, for causal tracing without a model hub (:mod:`jaxvene.models._facts`; rebuilt by
-  `python -m jaxvene.models.train_facts`).
-- `load_hierarchical_equality_model()`: the MLP of pyvene's DAS tutorial, for DAS
-  (rebuilt by `python -m jaxvene.models.train_hierarchical_equality`).
+The small checkpoints that ship with jaxvene live in :mod:`jaxvene.pretrained`.
 """
 
-from ._facts import MODEL_DIR as FACTS_MODEL_DIR
-from ._facts import encode_prompt as encode_prompt
-from ._facts import facts as facts
-from ._facts import load_facts_model as load_facts_model
-from ._facts import load_facts_tokenizer as load_facts_tokenizer
-from ._hierarchical_equality_model import MODEL_DIR as HIERARCHICAL_EQUALITY_MODEL_DIR
-from ._hierarchical_equality_model import load_hierarchical_equality_model as load_hierarchical_equality_model
-
-__all__ = ["FACTS_MODEL_DIR", "HIERARCHICAL_EQUALITY_MODEL_DIR", "encode_prompt", "facts", "load_facts_model",
-           "load_facts_tokenizer", "load_hierarchical_equality_model"]
+from .gpt_neox import GPT_NEOX as GPT_NEOX
+from .gpt_neox import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
+from .gru import GRUConfig as GRUConfig
+from .gru import GRUForClassification as GRUForClassification
+from .gru import GRULMHeadModel as GRULMHeadModel
+from .gru import GRUModel as GRUModel
+from .mlp import MLPConfig as MLPConfig
+from .mlp import MLPForClassification as MLPForClassification
+from .qwen2 import QWEN2 as QWEN2
+from .qwen2 import FlaxQwen2ForCausalLM as FlaxQwen2ForCausalLM

@@ -1,0 +1,2 @@
+"""pyvene's calling conventions (`IntervenableModel`, its argument forms, saving) on top of
+:mod:`jaxvene.core`."""

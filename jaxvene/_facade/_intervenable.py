@@ -1,0 +1,418 @@
+"""`IntervenableModel`: pyvene's calling conventions on top of the pure core.
+
+It resolves the config once (sites, intervention objects, groups, links), then each call turns
+pyvene's nested arguments into checked arrays and runs one jitted program. Locations and
+subspaces are data, so new positions reuse the compiled program; a new set of sites, a change
+of input shape or of which arguments are `None` compiles a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..adapters._adapt import adapt
+from ..core._config import IntervenableConfig
+from ..core._plan import Placement, Plan, build_plan
+from ..core._protocols import CachedDecoder, require
+from ..core._run import run
+from ..interventions._basic import Intervention
+from ._saving import read_save, restore_interventions, save_intervenable
+from ..core._locations import (
+    broadcast_sources,
+    broadcast_subspaces,
+    broadcast_unit_locations,
+    expand_subspaces,
+    placement_locations,
+)
+
+__all__ = ["IntervenableModel", "IntervenableModelOutput"]
+
+
+@dataclasses.dataclass
+class IntervenableModelOutput:
+    """What `IntervenableModel(..., return_dict=True)` returns."""
+
+    original_outputs: Any = None
+    intervened_outputs: Any = None
+    collected_activations: Any = None
+
+
+def _as_config(config) -> IntervenableConfig:
+    if isinstance(config, IntervenableConfig):
+        return config
+    return IntervenableConfig(config)
+
+
+class IntervenableModel:
+    """A model with interventions, called like pyvene's `IntervenableModel`.
+
+    >>> config = jv.IntervenableConfig([{"layer": 2, "component": "block_output"}],
+    ...                                intervention_types=jv.VanillaIntervention)
+    >>> model = jv.IntervenableModel(config, flax_gpt2)
+    >>> _, patched = model({"input_ids": base}, [{"input_ids": source}],
+    ...                    {"sources->base": 3})
+    >>> patched.logits.shape
+    (1, 6, 50257)
+
+    The pure function underneath is :func:`jaxvene.core.run`; :meth:`plan` and
+    :meth:`intervention_params` give its static and traced arguments.
+    """
+
+    def __init__(self, config, model, use_fast: bool = False, as_adaptor: bool = False, **kwargs):
+        if as_adaptor:
+            raise NotImplementedError("as_adaptor is not supported yet")
+        self.config = _as_config(config)
+        self.model = model
+        self.adapter = adapt(model)
+        self.mode = self.config.mode
+        self.use_fast = use_fast  # accepted for pyvene compatibility; locations are always per example
+        built = build_plan(self.adapter, self.config)
+        self.sorted_keys = list(built.keys)
+        self.representations = dict(zip(self.sorted_keys, self.config.representations))
+        self._slots = list(built.interventions)
+        self._plan = built.plan
+        self.interventions: dict[str, Intervention] = {
+            key: self._slots[p.slot] for key, p in zip(self.sorted_keys, self._plan.placements)
+        }
+        self._compiled = None
+        self._plain = None
+        self.trace_count = 0  # how many times the intervened program was traced (compiled)
+
+    # ------------------------------------------------------------------ pure-core access
+    def plan(self) -> Plan:
+        """The static part of a call: placements, mode, groups."""
+        return self._plan
+
+    def intervention_params(self) -> tuple:
+        """The traced part the interventions own: one module per slot (linked ones share)."""
+        return tuple(self._slots)
+
+    def set_intervention_params(self, interventions) -> None:
+        """Install trained interventions (same structure as :meth:`intervention_params`)."""
+        interventions = tuple(interventions)
+        if len(interventions) != len(self._slots):
+            raise ValueError(f"expected {len(self._slots)} interventions, got {len(interventions)}")
+        self._slots = list(interventions)
+        for key, p in zip(self.sorted_keys, self._plan.placements):
+            self.interventions[key] = self._slots[p.slot]
+
+    def _program(self):
+        if self._compiled is None:
+            adapter, plan = self.adapter, self._plan
+
+            def program(params, interventions, base, sources, locations, subspaces, constants, key):
+                self.trace_count += 1
+                return run(adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key)
+
+            self._compiled = eqx.filter_jit(program)
+        return self._compiled
+
+    # ------------------------------------------------------------------ calling
+    def prepare(self, base, sources=None, unit_locations=None, subspaces=None, source_representations=None):
+        """pyvene's arguments -> the checked arrays :func:`jaxvene.core.run` takes."""
+        adapter, plan = self.adapter, self._plan
+        base_in = adapter.prepare(base)
+        adapter.validate(base_in, "base")
+        batch = adapter.batch_size(base_in)
+        n = len(plan.placements)
+        source_list = broadcast_sources(sources, plan.num_groups)
+        prepared_sources = []
+        for g, src in enumerate(source_list):
+            if src is None:
+                prepared_sources.append(None)
+                continue
+            src_in = adapter.prepare(src)
+            adapter.validate(src_in, f"source {g}")
+            if adapter.batch_size(src_in) != batch:
+                raise ValueError(
+                    f"source {g} has {adapter.batch_size(src_in)} examples but the base has {batch}; "
+                    "sources and base must have the same batch size."
+                )
+            prepared_sources.append(src_in)
+
+        def shape_of(inputs, site):
+            # (batch, length of the site's position axis) for the inputs that run through it
+            inputs = base_in if inputs is None else inputs
+            return adapter.batch_size(inputs), adapter.site_length(inputs, site)
+
+        locations = [None] * n
+        if self.mode == "parallel":
+            keys = ["sources->base"]
+            locs = broadcast_unit_locations(unit_locations, n, batch, keys)["sources->base"]
+            for i, p in enumerate(plan.placements):
+                shapes = (shape_of(prepared_sources[p.group], p.source_site), shape_of(base_in, p.site))
+                locations[i] = placement_locations(
+                    locs, i, n, p.unit, shapes, p.site.heads, f"intervention {i} ({p.site.describe()})"
+                )
+        else:
+            groups = plan.num_groups
+            keys = [f"source_{g}->source_{g + 1}" for g in range(groups - 1)] + [f"source_{groups - 1}->base"]
+            locs = broadcast_unit_locations(unit_locations, n, batch, keys)
+            for g, key in enumerate(keys):
+                members = [i for i, p in enumerate(plan.placements) if p.group == g]
+                target = prepared_sources[g + 1] if g + 1 < groups else base_in
+                pair = locs[key]
+                for j, i in enumerate(members):
+                    p = plan.placements[i]
+                    # pyvene indexes serial locations within the group; a full-length list works too
+                    count = n if _side_len(pair) == n and n != len(members) else len(members)
+                    index = i if count == n and n != len(members) else j
+                    shapes = (shape_of(prepared_sources[g], p.source_site), shape_of(target, p.site))
+                    locations[i] = placement_locations(
+                        pair, index, count, p.unit, shapes, p.site.heads, f"{key} intervention {j}"
+                    )
+        for i, p in enumerate(plan.placements):
+            self._check_unit_counts(i, p, locations[i])
+
+        sub_lists = broadcast_subspaces(subspaces, n, batch)
+        subs = []
+        for i, p in enumerate(plan.placements):
+            iv = self._slots[p.slot]
+            subs.append(
+                expand_subspaces(sub_lists[i], batch, iv.subspace_partition, iv.subspace_size, f"intervention {i} subspaces")
+            )
+            if subs[-1] is not None and iv.collects and (subs[-1] < 0).any():
+                raise ValueError(f"intervention {i}: CollectIntervention needs the same number of subspace indices per example")
+        constants = self._constants(source_representations)
+        return base_in, prepared_sources, tuple(locations), tuple(subs), constants
+
+    def _check_unit_counts(self, i, p: Placement, pair) -> None:
+        src, base = pair
+        if src is None or base is None:
+            return
+        src_shape = tuple(a.shape[1] for a in src) if isinstance(src, tuple) else (src.shape[1],)
+        base_shape = tuple(a.shape[1] for a in base) if isinstance(base, tuple) else (base.shape[1],)
+        if src_shape != base_shape and src_shape != (1,) * len(src_shape):
+            raise ValueError(
+                f"intervention {i} ({p.site.describe()}): the source selects {src_shape} units per example "
+                f"but the base {base_shape}; they must match (or the source select one)."
+            )
+
+    def _constants(self, source_representations):
+        n = len(self._plan.placements)
+        if source_representations is None:
+            return (None,) * n
+        if isinstance(source_representations, dict):
+            unknown = sorted(set(source_representations) - set(self.sorted_keys))
+            if unknown:
+                raise ValueError(f"source_representations names unknown keys {unknown}; keys are {self.sorted_keys}")
+            return tuple(
+                None if source_representations.get(k) is None else jnp.asarray(_np(source_representations[k]))
+                for k in self.sorted_keys
+            )
+        if isinstance(source_representations, (list, tuple)):
+            if len(source_representations) != n:
+                raise ValueError(f"source_representations has {len(source_representations)} entries for {n} interventions")
+            return tuple(None if r is None else jnp.asarray(_np(r)) for r in source_representations)
+        value = jnp.asarray(_np(source_representations))
+        return (value,) * n
+
+    def __call__(
+        self,
+        base,
+        sources=None,
+        unit_locations=None,
+        source_representations=None,
+        subspaces=None,
+        labels=None,
+        output_original_output: bool = False,
+        return_dict: Optional[bool] = None,
+        use_cache=None,
+        intervention_additional_kwargs=None,
+        key=None,
+    ):
+        """pyvene's `forward`: returns `(original_or_None, intervened)`, with the collected
+        activations as `((original, collected), intervened)` when a Collect intervention exists.
+        """
+        if intervention_additional_kwargs:
+            raise NotImplementedError("intervention_additional_kwargs is not supported yet")
+        base_in, sources_in, locations, subs, constants = self.prepare(
+            base, sources, unit_locations, subspaces, source_representations
+        )
+        outputs, collected = self._program()(
+            self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key
+        )
+        if labels is not None:
+            outputs = dict(outputs, loss=causal_lm_loss(outputs["logits"], jnp.asarray(_np(labels))))
+        intervened = self.adapter.wrap_output(outputs)
+        original = None
+        if output_original_output:
+            if self._plain is None:
+                self._plain = jax.jit(self.adapter.apply)
+            original = self.adapter.wrap_output(self._plain(self.adapter.params, base_in))
+        collected_list = [
+            collected[i]
+            for i, p in enumerate(self._plan.placements)
+            if self._slots[p.slot].collects and collected[i] is not None
+        ]
+        if return_dict:
+            return IntervenableModelOutput(original, intervened, collected_list or None)
+        if any(self._slots[p.slot].collects for p in self._plan.placements):
+            return (original, collected_list), intervened
+        return original, intervened
+
+    forward = __call__
+
+    def generate(
+        self,
+        base,
+        sources=None,
+        unit_locations=None,
+        source_representations=None,
+        intervene_on_prompt: bool = False,
+        subspaces=None,
+        output_original_output: bool = False,
+        intervention_additional_kwargs=None,
+        *,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        timesteps=None,
+        key=None,
+        **generation_kwargs,
+    ):
+        """Generate with interventions (jaxvene's own decode loop with a KV cache).
+
+        Returns `(original_or_None, sequences)`, the prompt followed by `max_new_tokens` new
+        tokens, `(B, T + max_new_tokens)`; with a Collect intervention,
+        `((original, collected), sequences)` where `collected[k] = (prompt_pass, decode_steps)`,
+        the latter stacked over steps.
+
+        Where interventions act (decode step t reads the t-th generated token, see
+        :mod:`jaxvene.core._generate`):
+
+        - `intervene_on_prompt=False` (pyvene's default): every decode step, at the new token;
+          the prompt pass is not touched. `unit_locations` then only choose source positions.
+        - `intervene_on_prompt=True` with `unit_locations=None`: the whole prompt and every step.
+        - `intervene_on_prompt=True` with locations: the prompt pass at those positions only.
+        - `timesteps=[...]` (jaxvene's addition): exactly these decode steps, whatever the
+          above says for steps; `timesteps=[]` for none, `"all"` for all.
+
+        Sampling (`do_sample=True`) draws from `softmax(logits / temperature)` with `key`.
+        """
+        require(self.adapter, CachedDecoder, "IntervenableModel.generate")
+        if intervention_additional_kwargs:
+            raise NotImplementedError("intervention_additional_kwargs is not supported yet")
+        if generation_kwargs:
+            raise TypeError(
+                f"unsupported generation arguments {sorted(generation_kwargs)}; jaxvene's decode loop "
+                "takes max_new_tokens, do_sample, temperature, timesteps and key"
+            )
+        if do_sample and key is None:
+            raise ValueError("do_sample=True needs a PRNG key: generate(..., key=jax.random.key(0))")
+        steps = max_new_tokens - 1
+        if timesteps is None:
+            active = (not intervene_on_prompt) or unit_locations is None
+            step_mask = np.full((steps,), active)
+        elif isinstance(timesteps, str) and timesteps == "all":
+            step_mask = np.ones((steps,), bool)
+        else:
+            step_mask = np.zeros((steps,), bool)
+            for t in timesteps:
+                if not 0 <= int(t) < steps:
+                    raise IndexError(
+                        f"timestep {t} is out of range: {max_new_tokens} new tokens make {steps} decode "
+                        f"steps (0..{steps - 1}); step t reads the t-th generated token"
+                    )
+                step_mask[int(t)] = True
+        base_in, sources_in, locations, subs, constants = self.prepare(
+            base, sources, unit_locations, subspaces, source_representations
+        )
+        program = self._generation_program(max_new_tokens, do_sample, float(temperature))
+        sample_key = None if key is None else jax.random.fold_in(key, 0x5A3)
+        args = (self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key)
+        tokens, prompt_collected, step_collected = program(*args, jnp.asarray(intervene_on_prompt), step_mask, sample_key)
+        sequences = jnp.concatenate([base_in["input_ids"], tokens], axis=1)
+        original = None
+        if output_original_output:
+            plain, _, _ = program(*args, jnp.asarray(False), np.zeros((steps,), bool), sample_key)
+            original = jnp.concatenate([base_in["input_ids"], plain], axis=1)
+        collects = [i for i, p in enumerate(self._plan.placements) if self._slots[p.slot].collects]
+        if collects:
+            collected = [
+                (prompt_collected[i], step_collected[i] if step_collected else None) for i in collects
+            ]
+            return (original, collected), sequences
+        return original, sequences
+
+    def _generation_program(self, max_new_tokens, do_sample, temperature):
+        cache = self.__dict__.setdefault("_generation_programs", {})
+        signature = (max_new_tokens, do_sample, temperature)
+        if signature not in cache:
+            from ..core._generate import generate
+
+            adapter, plan = self.adapter, self._plan
+
+            def program(params, interventions, base, sources, locations, subspaces, constants, key,
+                        prompt_active, step_mask, sample_key):
+                return generate(
+                    adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key,
+                    max_new_tokens=max_new_tokens, prompt_active=prompt_active, step_mask=step_mask,
+                    do_sample=do_sample, temperature=temperature, sample_key=sample_key,
+                )
+
+            cache[signature] = eqx.filter_jit(program)
+        return cache[signature]
+
+    # ------------------------------------------------------------------ saving
+    def save(self, save_directory: str) -> None:
+        """Config as JSON and intervention weights as safetensors (atomic writes, no pickle)."""
+        save_intervenable(self, save_directory)
+
+    @staticmethod
+    def load(load_directory: str, model) -> "IntervenableModel":
+        """Rebuild a saved setup around `model`; errors if the save does not match it."""
+        config, saved, weights = read_save(load_directory)
+        intervenable = IntervenableModel(config, model)
+        intervenable.set_intervention_params(
+            restore_interventions(intervenable.plan(), intervenable.intervention_params(), saved, weights))
+        return intervenable
+
+    # ------------------------------------------------------------------ pyvene helpers
+    def get_trainable_parameters(self):
+        """The arrays of trainable interventions (linked ones once), as a list."""
+        leaves = []
+        for iv in self._slots:
+            if iv.trainable:
+                leaves.extend(jax.tree_util.tree_leaves(eqx.filter(iv, eqx.is_inexact_array)))
+        return leaves
+
+    def count_parameters(self, include_model: bool = False) -> int:
+        count = sum(int(np.prod(x.shape)) for x in self.get_trainable_parameters())
+        if include_model:
+            model_arrays = jax.tree_util.tree_leaves(eqx.filter(self.adapter.params, eqx.is_array))
+            count += sum(int(np.prod(x.shape)) for x in model_arrays)
+        return count
+
+    def __repr__(self) -> str:
+        lines = [f"IntervenableModel({type(self.model).__name__}, mode={self.mode!r})"]
+        for key, iv in self.interventions.items():
+            lines.append(f"  {key}: {type(iv).__name__}")
+        return "\n".join(lines)
+
+
+def _side_len(pair) -> Optional[int]:
+    side = pair[0] if pair[0] is not None else pair[1]
+    return None if side is None else len(side)
+
+
+def _np(x):
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def causal_lm_loss(logits, labels):
+    """Mean next-token cross-entropy over labels != -100, as HF's causal LM heads compute it."""
+    logits = logits[:, :-1]
+    labels = labels[:, 1:]
+    valid = labels != -100
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    return -(picked * valid).sum() / jnp.maximum(valid.sum(), 1)

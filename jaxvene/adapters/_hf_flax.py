@@ -1,0 +1,320 @@
+"""Model adapters: a model as a pure function `apply(params, inputs) -> outputs` plus its sites.
+
+:class:`HFFlaxAdapter` wraps a HuggingFace Flax model (transformers 4.x). Its `apply` calls the
+model's linen module with explicit params (never closed over), and derives `position_ids` from
+the attention mask, so left-padded batches get the positions the model was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core._hooks import flax_apply, handling
+from ..core._positions import position_ids_from_mask
+from ..core._protocols import CachedDecoder, LayerwiseModel
+from ..core._sites import Site, normalise_path
+from ..families._base import Family, family_for
+from ._stack import LayerStack
+
+__all__ = ["HFFlaxAdapter"]
+
+
+class HFFlaxAdapter:
+    """A HuggingFace Flax model (any family with a site table in :mod:`jaxvene.families`) as a
+    pure function with sites.
+
+    Implements :class:`~jaxvene.core.ModelAdapter`; where the family has a layer-stack spec,
+    :class:`~jaxvene.core.LayerwiseModel` (sweeps, tracing); where the model has a KV cache,
+    :class:`~jaxvene.core.CachedDecoder` (generation).
+    """
+
+    def __init__(self, hf_model, family: Optional[Family] = None):
+        self.hf_model = hf_model
+        self.module = hf_model.module
+        self.config = hf_model.config
+        self.family: Family = family_for(self.config) if family is None else family
+        # Where the layer stack sits: FlaxGPT2LMHeadModel nests it under "transformer", LLaMA
+        # under "model", BERT under "bert", T5 at the top ("encoder.block"); bare models too.
+        self.prefix = _find_prefix(hf_model.params, self.family.layers)
+        self.num_layers = int(self.config.num_hidden_layers)
+        self.vocab_size = int(getattr(self.config, "vocab_size", 0) or 0)
+        self.head_counts = dict(self.family.heads(self.config))
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def params(self):
+        return self.hf_model.params
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(self.family.components)
+
+    # ------------------------------------------------------------------ sites
+    def layer_path(self, layer: int, stack: Optional[str] = None) -> str:
+        layers = self.family.layers if stack is None else self.family.stacks[stack][0]
+        return f"{self.prefix}{layers}.{layer}"
+
+    def stack_size(self, stack: Optional[str] = None) -> int:
+        return self.num_layers if stack is None else int(self.family.stacks[stack][1](self.config))
+
+    def site(self, component: str, layer: int) -> Site:
+        """The site of a pyvene component at a layer, or of a module path like `h[0].mlp.output`."""
+        if component in self.family.components:
+            spec = self.family.components[component]
+            count = self.stack_size(spec.stack)
+            if not 0 <= int(layer) < count:
+                where = "" if spec.stack is None else f" {spec.stack}"
+                raise IndexError(
+                    f"layer {layer} is out of range for component {component!r}: this "
+                    f"{self.family.name} model has {count}{where} layers (0..{count - 1})."
+                )
+            if spec.stack is not None and not _has_path(self.params, self.layer_path(0, spec.stack)):
+                raise ValueError(  # e.g. a decoder component on FlaxT5EncoderModel
+                    f"component {component!r} lives in the {spec.stack} stack, which this "
+                    f"{type(self.hf_model).__name__} does not have."
+                )
+            path = ".".join(p for p in (self.layer_path(int(layer), spec.stack), spec.path) if p)
+            heads = None if spec.heads is None else int(self.head_counts[spec.heads])
+            return Site(f"{path}.{spec.io}", spec.part, heads, component, int(layer))
+        if component.endswith((".input", ".output")):
+            tap = normalise_path(component)
+            self._check_tap_exists(tap, component)
+            return Site(tap, component=component)
+        raise ValueError(
+            f"unknown component {component!r} for the {self.family.name} family. Valid components: "
+            f"{', '.join(self.components)}; or a module path ending in .input or .output "
+            f"such as '{self.layer_path(0)}.mlp.output'."
+        )
+
+    def overrides(self, taps) -> dict:
+        """Module re-implementations needed to report `taps` that are not module calls."""
+        result = {}
+        for layer in range(self.num_layers):
+            for rel, (override, suffixes) in self.family.overrides.items():
+                path = ".".join(p for p in (self.layer_path(layer), rel) if p)  # rel "" is the layer
+                if any(f"{path}.{s}" in taps for s in suffixes):
+                    result[path] = override
+        return result
+
+    def tap_shapes(self, taps) -> dict[str, tuple[int, ...]]:
+        """Shapes of tap values for a `(1, 4)` input, from one abstract trace (no compute)."""
+        missing = [t for t in taps if t not in self._shapes]
+        if missing:
+            seen: dict[str, tuple[int, ...]] = {}
+
+            def record(name, value):
+                seen.setdefault(name, tuple(value.shape))
+                return value
+
+            def run(params):
+                with handling(record, missing, self.overrides(set(missing))):
+                    return self.apply(params, self.dummy_inputs())
+
+            jax.eval_shape(run, self.params)
+            self._shapes.update(seen)
+        return {t: self._shapes[t] for t in taps if t in self._shapes}
+
+    def _check_tap_exists(self, tap: str, component: str) -> None:
+        if tap not in self.tap_shapes([tap]):
+            raise ValueError(
+                f"module path {component!r} does not name a module call in this model "
+                f"(looked for {tap!r}). Module paths look like '{self.layer_path(0)}.mlp.output'."
+            )
+
+    # ------------------------------------------------------------------ running
+    def dummy_inputs(self) -> dict:
+        """A batch of one for abstract traces (site shapes)."""
+        if self.family.dummy is not None:
+            return self.prepare(self.family.dummy(self.config))
+        return self.prepare({"input_ids": jnp.zeros((1, 4), jnp.int32)})
+
+    def prepare(self, inputs: Mapping) -> dict:
+        """Check a batch of inputs and complete it with attention masks and position ids."""
+        accepted = self.family.inputs
+        if not isinstance(inputs, Mapping):
+            main = self.family.tokens or accepted[0]
+            raise TypeError(f"model inputs must be a dict like {{{main!r}: ...}}, got {type(inputs).__name__}")
+        unknown = sorted(set(inputs) - set(accepted))
+        if unknown:
+            raise ValueError(f"unsupported model inputs {unknown}; this model takes {', '.join(accepted)}.")
+        out = {k: _to_array(v) for k, v in inputs.items() if v is not None}
+        required = [k for k in (self.family.tokens or accepted[0],) if k not in out]
+        if required:
+            raise ValueError(f"model inputs need {required[0]!r}")
+        batch = None
+        for name, value in out.items():
+            if value.ndim < 2 and name != "decoder_input_ids":
+                raise ValueError(f"{name} must be (batch, seq, ...), got shape {tuple(value.shape)}")
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(f"{name} has batch size {value.shape[0]} but the other inputs {batch}")
+            batch = value.shape[0]
+        for name in ("input_ids", "decoder_input_ids", "token_type_ids"):
+            if name in out:
+                out[name] = out[name].astype(jnp.int32)
+        for ids_name, mask_name, pos_name in (("input_ids", "attention_mask", "position_ids"),
+                                              ("decoder_input_ids", "decoder_attention_mask",
+                                               "decoder_position_ids")):
+            if ids_name not in out:
+                if mask_name in out:
+                    raise ValueError(f"{mask_name} given without {ids_name}")
+                continue
+            ids = out[ids_name]
+            if ids.ndim != 2:
+                raise ValueError(f"{ids_name} must be (batch, seq), got shape {tuple(ids.shape)}")
+            if mask_name in accepted:
+                mask = out.get(mask_name)
+                mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
+                if mask.shape != ids.shape:
+                    raise ValueError(f"{mask_name} has shape {tuple(mask.shape)} but {ids_name} {tuple(ids.shape)}")
+                out[mask_name] = mask
+                if pos_name in accepted:
+                    pos = out.get(pos_name)
+                    out[pos_name] = position_ids_from_mask(mask) if pos is None else pos.astype(jnp.int32)
+        return out
+
+    def validate(self, inputs: Mapping, what: str = "base") -> None:
+        """Errors JAX would not raise: token ids past the vocabulary are clamped inside jit."""
+        for name in ("input_ids", "decoder_input_ids"):
+            ids = inputs.get(name)
+            if ids is None or isinstance(ids, jax.core.Tracer) or not self.vocab_size:
+                continue
+            ids = np.asarray(ids)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+                bad = int(ids.max()) if ids.max() >= self.vocab_size else int(ids.min())
+                raise ValueError(
+                    f"{what} {name} contain token id {bad}, outside the vocabulary of "
+                    f"{self.vocab_size} tokens (valid ids are 0..{self.vocab_size - 1})."
+                )
+            max_pos = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
+            if max_pos is not None and ids.shape[1] > max_pos:
+                raise ValueError(f"{what} input has {ids.shape[1]} tokens; this model takes at most {max_pos}.")
+
+    def batch_size(self, inputs: Mapping) -> int:
+        return int(next(iter(inputs.values())).shape[0])
+
+    def site_length(self, inputs: Mapping, site: Site) -> int:
+        """Length of the position axis of `site` for these inputs (the token count)."""
+        spec = self.family.components.get(site.component) if site.component else None
+        tokens = self.family.tokens
+        if spec is not None and spec.stack is not None:
+            tokens = self.family.stacks[spec.stack][2]
+        if tokens is not None and tokens in inputs:
+            return int(inputs[tokens].shape[1])
+        if self.family.site_length is not None:
+            return int(self.family.site_length(self.config, inputs))
+        raise ValueError(f"cannot tell the position axis length of {site.tap} for inputs {sorted(inputs)}")
+
+    def apply(self, params, inputs: Mapping, logit_positions=None) -> dict:
+        """The model as a pure function of its params; returns the output fields as a dict.
+
+        With `logit_positions` (`(B, K)` ints), only the logits at those positions are computed
+        (`{"logits": (B, K, V)}`) where the family says how to unembed: the unembedding is
+        usually the largest matmul of a small model, and a loss or metric rarely reads more
+        than one position.
+        """
+        if any(k not in inputs for k in ("attention_mask", "position_ids") if k in self.family.inputs):
+            inputs = self.prepare(inputs)
+        if logit_positions is not None and self.family.unembed is not None and self.prefix:
+            return {"logits": self._logits_at(params, inputs, logit_positions)}
+        out = flax_apply(self.module, {"params": params}, **inputs, deterministic=True, return_dict=True,
+                         **self.family.call_kwargs)
+        out = {k: v for k, v in out.items() if v is not None}
+        if logit_positions is not None:
+            if "logits" not in out:
+                raise ValueError(f"{type(self.hf_model).__name__} has no LM head: logit_positions needs logits")
+            positions = jnp.asarray(logit_positions)[..., None]
+            out = {"logits": jnp.take_along_axis(out["logits"], positions, axis=1)}
+        return out
+
+    def _logits_at(self, params, inputs, positions):
+        base_name = self.prefix.rstrip(".")
+
+        def body(module, **kwargs):
+            return getattr(module, base_name)(**kwargs)
+
+        out = flax_apply(self.module, {"params": params}, **inputs, deterministic=True, return_dict=True,
+                         method=body, **self.family.call_kwargs)
+        hidden = out["last_hidden_state"]  # after the final norm
+        hidden = jnp.take_along_axis(hidden, jnp.asarray(positions)[..., None], axis=1)
+        return self.family.unembed(params, hidden, self.config)
+
+    # ------------------------------------------------------------------ capabilities
+    def supports(self, capability: type) -> bool:
+        """Whether this model has `capability` (see :func:`jaxvene.core.require`)."""
+        if capability is LayerwiseModel:
+            return self.family.layer_stack is not None
+        if capability is CachedDecoder:
+            return hasattr(self.hf_model, "init_cache")
+        return True
+
+    def layer_stack(self) -> LayerStack:
+        """The model as embed -> layers -> head (made once)."""
+        if "_layer_stack" not in self.__dict__:
+            self._layer_stack = LayerStack(self)
+        return self._layer_stack
+
+    def init_cache(self, batch: int, length: int):
+        """An empty key/value cache (zeros) for `batch` sequences of up to `length` tokens."""
+        shapes = jax.eval_shape(lambda: self.hf_model.init_cache(batch, length))
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def decode(self, params, cache, input_ids, attention_mask, position_ids):
+        """`input_ids` against `cache`: the last position's logits `(B, V)` and the new cache."""
+        # Families without position ids (BLOOM: ALiBi) derive positions from the whole-cache mask.
+        positions = {"position_ids": position_ids} if "position_ids" in self.family.inputs else {}
+        out, mutated = flax_apply(
+            self.module, {"params": params, "cache": cache}, input_ids=input_ids, attention_mask=attention_mask,
+            **positions, deterministic=True, init_cache=False, return_dict=True, mutable=["cache"],
+        )
+        return out["logits"][:, -1], mutated["cache"]
+
+    # ------------------------------------------------------------------ outputs
+    def wrap_output(self, fields: dict):
+        """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned."""
+        from transformers.modeling_flax_outputs import FlaxCausalLMOutput, FlaxBaseModelOutput
+
+        cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
+        if not set(fields) <= set(cls.__dataclass_fields__):  # e.g. pooler_output: the model's own class
+            cls = self._output_class()
+        return cls(**fields)
+
+    def _output_class(self):
+        """The HF output dataclass the model returns (BERT, ViT, T5: more fields than the
+        defaults), from one abstract trace, cached."""
+        if "_out_cls" not in self.__dict__:
+            def run(params):
+                return self.module.apply({"params": params}, **self.dummy_inputs(), deterministic=True,
+                                         return_dict=True, **self.family.call_kwargs)
+
+            self._out_cls = type(jax.eval_shape(run, self.params))
+        return self._out_cls
+
+
+def _find_prefix(params, layers: str) -> str:
+    """The top-level key under which `layers` (e.g. "h" or "decoder.layers") sits, with a
+    trailing dot; "" when the stack is at the top (bare models, T5)."""
+    if _has_path(params, layers):
+        return ""
+    for key in params:
+        if _has_path(params[key], layers):
+            return f"{key}."
+    raise ValueError(f"no layer stack {layers!r} in this model's params (top-level keys: {sorted(params)})")
+
+
+def _has_path(tree, path: str) -> bool:
+    for key in path.split("."):
+        if not isinstance(tree, Mapping) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+def _to_array(x):
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return jnp.asarray(x)
+

@@ -1,0 +1,239 @@
+"""Sweeps: one intervention over a grid of sites, as one compiled program.
+
+:func:`sweep` patches a component at every (layer, position), (layer, head) or
+(layer, head, position) cell and returns a user metric per cell. It does no needless work:
+
+* the clean base run is computed once and cached at every layer; the run for a cell at layer
+  `l` starts from the cached input of layer `l` (or of the first layer of its window), so the
+  layers below it are never recomputed;
+* the source run is computed once, and its activations at every layer are cached;
+* the head (final norm and unembedding) runs only at `metric_positions`;
+* the layer index is data: one program, compiled once, serves every layer; cells of a layer
+  are `vmap`-ed in chunks of `chunk_size` (memory is bounded by the chunk), with a progress bar.
+
+Cost: with `L` layers, `C` cells per layer, batch `B` and `T` tokens, the cells run
+`B * T * C * sum_l (L - l) ~= B * T * C * L**2 / 2` layer-token evaluations (a naive loop runs
+`B * T * C * L * L`, plus one source run per cell), plus `B * K * C * L` head evaluations for
+`K` metric positions. Memory: `O(L * B * T * D)` for the caches plus one chunk of cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core._locations import broadcast_subspaces, expand_subspaces
+from ..adapters._adapt import layer_stack
+from ..adapters._stack import LayerStack
+from ..core._write import read, write
+from ..interventions._basic import Intervention, VanillaIntervention
+
+__all__ = ["sweep", "SweepInputs"]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency of transformers
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+@dataclass
+class SweepInputs:
+    """Cached clean runs a sweep starts from: the base's hidden state entering every layer
+    `(L + 1, B, T, D)` and the source's tap value at the site in every layer `(L, ...)`."""
+
+    base: dict
+    base_hidden: jax.Array
+    source_values: Optional[jax.Array]
+
+
+def clean_runs(stack: LayerStack, params, base: dict, source: Optional[dict], site, base_embedding=None) -> SweepInputs:
+    """One pass over the base (cached per layer) and one over the source (the site per layer)."""
+    hs, values = _clean_runs(stack, site, params, base, source, base_embedding)
+    return SweepInputs(base, hs, values)
+
+
+@eqx.filter_jit
+def _clean_runs(stack, site, params, base, source, base_embedding):
+    hs, _ = stack.scan(params, base, base_embedding)
+    values = None if source is None else stack.scan(params, source, site=site, record=True)[1]
+    return hs, values
+
+
+def _cells(unit: str, positions: Sequence[int], heads: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    if unit == "pos":
+        return np.asarray(positions, np.int32)[:, None], (len(positions),)
+    if unit == "h":
+        return np.asarray(heads, np.int32)[:, None], (len(heads),)
+    grid = np.array([(h, p) for h in heads for p in positions], np.int32)
+    return grid, (len(heads), len(positions))
+
+
+def sweep(
+    model,
+    base: dict,
+    source: Optional[dict] = None,
+    *,
+    metric: Callable[[jax.Array], jax.Array],
+    component: str = "block_output",
+    unit: Optional[str] = None,
+    layers: Optional[Sequence[int]] = None,
+    positions: Optional[Sequence[int]] = None,
+    heads: Optional[Sequence[int]] = None,
+    intervention: Optional[Intervention] = None,
+    window: int = 1,
+    metric_positions: Sequence[int] = (-1,),
+    chunk_size: int = 32,
+    progress: bool = True,
+    key: Optional[jax.Array] = None,
+    base_embedding: Optional[jax.Array] = None,
+    params=None,
+    subspaces=None,
+) -> np.ndarray:
+    """Run `intervention` at every cell of a grid of sites and return `metric` per cell.
+
+    Args:
+      model: a decoder whose family has a layer-stack spec (GPT-2, LLaMA, Mistral, Gemma,
+        GPT-Neo, GPT-J, OPT, BLOOM, jaxvene's GPT-NeoX).
+      base, source: model inputs (`{"input_ids": (B, T)}`, optional `attention_mask`); the
+        source must have the base's shape. Source activations are read at the same position
+        and head as the patched cell.
+      metric: `logits (B, K, V) -> array`, evaluated on the logits at `metric_positions`.
+      component: a pyvene component name; `unit` defaults to "pos" (or "h.pos" for head_*).
+      layers, positions, heads: the grid (default: all).
+      intervention: applied at each cell, default `VanillaIntervention()` (activation patching).
+      window: patch layers `[l - window // 2, l - window // 2 + window)`, clipped to the model,
+        for the row of layer `l` (ROME's windows; 1 = only layer `l`).
+      chunk_size: cells per compiled call; bounds memory.
+      key: PRNG key for stochastic interventions (folded with the cell index).
+      base_embedding: replaces the base's embeddings (e.g. corrupted ones for causal tracing).
+      params: the model's params (default: the model's own).
+      subspaces: the intervention's subspaces, as for one intervention of `IntervenableModel`:
+        a list of indices for every example, or one such list per example.
+
+    Each cell applies the intervention exactly as `IntervenableModel` does at that site
+    (:func:`jaxvene.core.write`: the same view, gather, flatten, subspaces and scatter), so a
+    cell equals the facade's call there.
+
+    Returns:
+      NumPy array of shape `(len(layers), len(positions))` for unit "pos",
+      `(len(layers), len(heads))` for "h", `(len(layers), len(heads), len(positions))` for
+      "h.pos", followed by the shape of `metric`'s output.
+    """
+    stack = layer_stack(model, "jaxvene.sweep")
+    adapter = stack.adapter
+    params = adapter.params if params is None else params
+    site = stack.local_site(component)
+    unit = unit or ("h.pos" if site.is_head_site else "pos")
+    if site.is_head_site == (unit == "pos"):
+        raise ValueError(f"unit {unit!r} does not fit component {component!r} (head components take 'h' or 'h.pos')")
+    iv = VanillaIntervention() if intervention is None else intervention
+    base_in = adapter.prepare(base)
+    adapter.validate(base_in, "base")
+    batch, length = base_in["input_ids"].shape
+    source_in = None
+    if not iv.is_source_constant:
+        if source is None:
+            raise ValueError(f"{type(iv).__name__} needs a source input")
+        source_in = adapter.prepare(source)
+        adapter.validate(source_in, "source")
+        if source_in["input_ids"].shape != (batch, length):
+            raise ValueError(
+                f"sweep patches the source at the cell's own position: the source must have the base's "
+                f"shape {(batch, length)}, got {tuple(source_in['input_ids'].shape)}"
+            )
+    L = stack.num_layers
+    layers = list(range(L)) if layers is None else [int(l) for l in layers]
+    positions = list(range(length)) if positions is None else [int(p) for p in positions]
+    n_heads = site.heads or 0
+    heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+    _check_range(layers, L, "layer")
+    _check_range(positions, length, "position")
+    if unit != "pos":
+        _check_range(heads, n_heads, "head")
+    metric_positions = np.asarray([p % length for p in metric_positions], np.int32)
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    subs = None
+    if subspaces is not None:
+        entry = broadcast_subspaces([subspaces], 1, batch)[0]
+        subs = expand_subspaces(entry, batch, iv.subspace_partition, iv.subspace_size, "sweep subspaces")
+        subs = None if subs is None else jnp.asarray(subs)
+
+    cached = clean_runs(stack, params, base_in, source_in, site, base_embedding)
+    cells, grid_shape = _cells(unit, positions, heads)
+    chunk = max(1, min(chunk_size, len(cells)))
+    n_chunks = -(-len(cells) // chunk)
+    padded = np.concatenate([cells, np.repeat(cells[-1:], n_chunks * chunk - len(cells), axis=0)])
+
+    stacked = stack.layer_params(params)
+    bar = _progress(len(layers) * n_chunks, f"sweep {component}", progress)
+    rows = []
+    for layer in layers:
+        outs = []
+        for c in range(n_chunks):
+            chunk_cells = jnp.asarray(padded[c * chunk : (c + 1) * chunk])
+            if key is None:
+                chunk_keys = None
+            else:
+                chunk_keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
+                    jnp.arange(c * chunk, (c + 1) * chunk))
+            outs.append(np.asarray(_run_chunk(
+                stack, site, unit, window, metric, iv, params, stacked, base_in, cached.base_hidden,
+                cached.source_values, jnp.int32(layer), chunk_cells, chunk_keys, jnp.asarray(metric_positions),
+                subs)))
+            if bar is not None:
+                bar.update(1)
+        row = np.concatenate(outs)[: len(cells)]
+        rows.append(row.reshape(grid_shape + row.shape[1:]))
+    if bar is not None:
+        bar.close()
+    return np.stack(rows)
+
+
+@eqx.filter_jit
+def _run_chunk(stack, site, unit, window, metric, iv, params, stacked, base_in, hs, source_values, layer, cells, keys,
+               metric_positions, subspaces):
+    """The metric for a chunk of cells of one layer; compiled once per sweep configuration
+    (non-array arguments are static, arrays, the layer index included, are traced)."""
+    L = stack.num_layers
+    batch = base_in["input_ids"].shape[0]
+
+    def one_cell(cell, cell_key):
+        lo = jnp.maximum(layer - window // 2, 0)
+        hi = jnp.minimum(layer - window // 2 + window, L)
+        if unit == "h.pos":
+            loc = (jnp.full((batch, 1), cell[0]), jnp.full((batch, 1), cell[1]))
+        else:
+            loc = jnp.full((batch, 1), cell[0])
+
+        def handler(i, name, value):
+            if name != site.tap:
+                return value
+            src = None
+            if source_values is not None:  # the source's tap value at layer i, read as the facade reads it
+                src = read(site, unit, jax.lax.dynamic_index_in_dim(source_values, i, keepdims=False), loc)
+            subkey = None if cell_key is None else jax.random.fold_in(cell_key, i)
+            patched, _ = write(site, unit, iv, value, loc, src, subspaces, subkey)
+            return jnp.where((i >= lo) & (i < hi), patched, value)
+
+        h = jax.lax.dynamic_index_in_dim(hs, lo, keepdims=False)
+        h = stack.run_layers(stacked, h, base_in, lo, handler=handler, taps={site.tap})
+        return metric(stack.head(params, h[:, metric_positions]))
+
+    return jax.vmap(one_cell)(cells, keys)
+
+
+def _check_range(values, limit, what):
+    bad = [v for v in values if not 0 <= v < limit]
+    if bad:
+        raise IndexError(f"{what} {bad[0]} is out of range; valid {what}s are 0..{limit - 1}")

@@ -1,0 +1,241 @@
+"""The pure core: one function from (params, inputs, interventions, locations) to outputs.
+
+Data flow of :func:`run`:
+
+* **Static** (decides what is compiled): the :class:`~jaxvene.core.Plan`, i.e. which
+  interventions sit at which sites, their units, which source feeds which, parallel or serial
+  mode. It is a frozen dataclass, hashable, and closed over by the jitted function.
+* **Traced** (data; new values never recompile): model params, inputs, the intervention
+  modules' arrays, locations (int arrays), subspaces (int arrays), constant sources, PRNG key.
+
+Locations, per placement `i`, are a pair `(source_loc, base_loc)`; each is `None` (the whole
+activation), an int array `(B, U)` of positions (unit `"pos"`) or heads (unit `"h"`), or a
+pair `(heads (B, Uh), positions (B, Up))` for unit `"h.pos"`. They index the site's view:
+`(B, S, D)` for ordinary components, `(B, H, S, Dh)` for head components.
+
+Parallel mode runs each source once (a group's interventions share its run), reading the
+activations at the source locations, then runs the base once with every intervention applied
+in config order. Serial mode chains the runs: the interventions of group g read source g and
+act on the run of source g+1 (the base for the last group). Source runs are ordinary forward
+passes whose outputs are unused, so under `jit` XLA drops the layers after the last site read.
+
+**Reads are values.** A pass returns what it read (source activations, collected
+activations, latents) next to the model's outputs; nothing is stored from inside the traced
+model. Reads made inside `jaxvene.scan_layers` leave the scan as scan outputs, reads made
+inside a Flax module travel in the `"jaxvene"` variable collection, which Flax's lifted
+transforms (`nn.remat`, `nn.jit`, ...) carry out; see :mod:`jaxvene.core._hooks`.
+
+>>> outputs, collected = run(adapter, plan, params, interventions, base, sources, locations)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ..interventions._basic import Intervention
+from ._hooks import handling, keep
+from ._plan import Plan
+from ._write import read, write
+
+__all__ = ["run", "Execution", "Reads"]
+
+#: What one pass read: `("get", i)` -> the source units of placement i, `("collect", i)` ->
+#: what placement i collected (a Collect intervention's input, or a latent).
+Reads = dict
+
+
+def run(
+    adapter,
+    plan: Plan,
+    params,
+    interventions: Sequence[Intervention],
+    base: dict,
+    sources: Sequence[Optional[dict]],
+    locations: Sequence[tuple[Any, Any]],
+    subspaces: Optional[Sequence[Optional[jax.Array]]] = None,
+    source_representations: Optional[Sequence[Optional[jax.Array]]] = None,
+    key: Optional[jax.Array] = None,
+    logit_positions: Optional[jax.Array] = None,
+):
+    """Run the model on `base` with the plan's interventions; a pure function.
+
+    Args:
+      adapter: the model (e.g. :class:`jaxvene.HFFlaxAdapter`); static.
+      plan: the placements; static.
+      params: the model's params pytree.
+      interventions: one intervention module per slot (linked representations share a slot).
+      base: model inputs, e.g. `{"input_ids": (B, T) ints, "attention_mask": (B, T)}`.
+      sources: one input dict (or `None`) per group.
+      locations: per placement, `(source_loc, base_loc)` as in the module docstring.
+      subspaces: per placement, `None` or an int array `(B, K)` of indices (`-1` pads).
+      source_representations: per placement, `None` or a constant source activation.
+      key: PRNG key for stochastic interventions (split per placement).
+      logit_positions: `(B, K)` ints: compute the base run's logits at these positions only
+        (HF causal LMs), `(B, K, V)`; the rest of the model is unchanged.
+
+    Returns:
+      `(outputs, collected)`: the base run's output fields (a dict, e.g. `{"logits": ...}`)
+      and a tuple with, per placement, the collected activations (Collect interventions),
+      the latent an intervention returned, or `None`.
+    """
+    ex = Execution(adapter, plan, params, interventions, sources, locations, subspaces, source_representations, key)
+    source_acts = ex.run_sources()
+    outputs, reads = ex.model_pass(base, ex.final_setters(), (), source_acts, logit_positions)
+    return outputs, ex.collected(reads)
+
+
+class _Handler:
+    """Routes tap events of one pass: reads source units at `getters`, intervenes at `setters`.
+
+    Everything it reads goes to :func:`jaxvene.core._hooks.keep`, which returns it as a value
+    of the pass (see the module docstring). Taps inside `jaxvene.scan_layers` arrive through
+    :meth:`indexed` with the (traced) layer index; what they read leaves the scan as scan
+    outputs and :meth:`finish_scan` picks each placement's layer.
+    """
+
+    def __init__(self, ex: "Execution", setters, getters, source_acts: Reads, base_locations=None, gate=None):
+        self.ex, self.source_acts, self.base_locations, self.gate = ex, source_acts, base_locations, gate
+        self.by_tap: dict[str, list] = {}
+        for i in setters:
+            self.by_tap.setdefault(ex.plan.placements[i].site.tap, []).append(("set", i))
+        for i in getters:
+            self.by_tap.setdefault(ex.plan.placements[i].source_site.tap, []).append(("get", i))
+        self.reads: Reads = {}
+
+    @property
+    def taps(self) -> frozenset[str]:
+        return frozenset(self.by_tap)
+
+    def __call__(self, name, value):
+        for op, i in self.by_tap.get(name, ()):
+            if op == "get":
+                p = self.ex.plan.placements[i]
+                keep(self, ("get", i), read(p.source_site, p.unit, value, self.ex.locations[i][0]))
+            else:
+                value = self._set(i, value, None, lambda k, v: keep(self, k, v))
+        return value
+
+    def _set(self, i, value, when, store: Callable):
+        ex = self.ex
+        p = ex.plan.placements[i]
+        loc = ex.locations[i][1] if self.base_locations is None else self.base_locations[i]
+        source = ex.constants[i] if ex.constants[i] is not None else self.source_acts.get(("get", i))
+        subkey = None if ex.key is None else jax.random.fold_in(ex.key, i)
+        new, extra = write(p.site, p.unit, ex.interventions[p.slot], value, loc, source, ex.subspaces[i], subkey)
+        if extra is not None:
+            store(("collect", i), extra)
+        gate = self.gate
+        if when is not None:
+            gate = when if gate is None else gate & when
+        return new if gate is None else jnp.where(gate, new, value)
+
+    def indexed(self, name, value, index, reads, length):
+        ex = self.ex
+        for op, i in self.by_tap.get(name, ()):
+            p = ex.plan.placements[i]
+            if op == "get":
+                reads[("get", i)] = read(p.source_site, p.unit, value, ex.locations[i][0])
+            else:
+                value = self._set(i, value, index == p.site.layer, reads.__setitem__)
+        return value
+
+    def finish_scan(self, reads):
+        for (kind, i), stacked in reads.items():
+            layer = self.ex.plan.placements[i].site.layer
+            self.reads[(kind, i)] = jax.tree_util.tree_map(lambda x: x[layer], stacked)
+
+    def absorb(self, found: Reads) -> None:
+        """Reads that left the model through Flax's variable collection."""
+        self.reads.update(found)
+
+
+class Execution:
+    """One intervened call, inside a trace: the plan, its arguments, and the passes it runs.
+
+    :func:`run` and the decode loop of :mod:`jaxvene.core._generate` drive it. It holds no
+    activations: every pass returns what it read.
+    """
+
+    def __init__(self, adapter, plan, params, interventions, sources, locations, subspaces=None,
+                 source_representations=None, key=None):
+        n = len(plan.placements)
+        self.subspaces = tuple(subspaces) if subspaces is not None else (None,) * n
+        self.constants = tuple(source_representations) if source_representations is not None else (None,) * n
+        if len(locations) != n or len(self.subspaces) != n or len(self.constants) != n:
+            raise ValueError(
+                f"the plan has {n} placements; locations, subspaces and source representations need one entry each"
+            )
+        if len(sources) != plan.num_groups:
+            raise ValueError(f"the plan has {plan.num_groups} source groups but {len(sources)} sources were given")
+        self.adapter, self.plan, self.params = adapter, plan, params
+        self.interventions, self.sources, self.locations, self.key = interventions, sources, locations, key
+        self.groups = [
+            [i for i, p in enumerate(plan.placements) if p.group == g and self.active(i)]
+            for g in range(plan.num_groups)
+        ]
+
+    def needs_source(self, i: int) -> bool:
+        iv = self.interventions[self.plan.placements[i].slot]
+        return not iv.is_source_constant and self.constants[i] is None
+
+    def active(self, i: int) -> bool:
+        # an intervention whose source group has no input is skipped (pyvene's "smart jump")
+        return not self.needs_source(i) or self.sources[self.plan.placements[i].group] is not None
+
+    def handler(self, setters: Sequence[int], getters: Sequence[int], source_acts: Optional[Reads] = None,
+                base_locations=None, gate=None) -> _Handler:
+        """A tap handler for one pass: read sources at `getters`, intervene at `setters` with
+        the source units `source_acts`. `base_locations` overrides the base-side locations
+        (decode steps); `gate` (a traced bool) turns the setters off without changing the
+        program."""
+        return _Handler(self, setters, getters, source_acts or {}, base_locations, gate)
+
+    def traced_pass(self, handler: _Handler, fn: Callable[[], Any]) -> tuple[Any, Reads]:
+        """`fn()` (a forward pass of the model) with `handler` listening: `(its output, reads)`."""
+        with handling(handler, handler.taps, self.adapter.overrides(handler.taps)):
+            out = fn()
+        return out, handler.reads
+
+    def model_pass(self, inputs, setters: Sequence[int], getters: Sequence[int], source_acts: Optional[Reads] = None,
+                   logit_positions=None) -> tuple[Any, Reads]:
+        """One forward pass of the model on `inputs`: `(outputs, reads)`."""
+        handler = self.handler(setters, getters, source_acts)
+        if logit_positions is None:
+            return self.traced_pass(handler, lambda: self.adapter.apply(self.params, inputs))
+        return self.traced_pass(
+            handler, lambda: self.adapter.apply(self.params, inputs, logit_positions=logit_positions))
+
+    def run_sources(self) -> Reads:
+        """Every source run: the source units each placement reads. In serial mode each run
+        carries the previous group's interventions."""
+        acts: Reads = {}
+        if self.plan.mode == "parallel":
+            for g, members in enumerate(self.groups):
+                getters = [i for i in members if self.needs_source(i)]
+                if getters:
+                    acts.update(self._gets(self.model_pass(self.sources[g], (), getters)[1]))
+            return acts
+        previous: list[int] = []
+        for g, members in enumerate(self.groups):
+            if self.sources[g] is not None:
+                getters = [i for i in members if self.needs_source(i)]
+                acts.update(self._gets(self.model_pass(self.sources[g], previous, getters, acts)[1]))
+            previous = members
+        return acts
+
+    @staticmethod
+    def _gets(reads: Reads) -> Reads:
+        return {k: v for k, v in reads.items() if k[0] == "get"}
+
+    def final_setters(self) -> list[int]:
+        """The placements that act on the base run."""
+        if self.plan.mode == "parallel":
+            return [i for members in self.groups for i in members]
+        return list(self.groups[-1]) if self.groups else []
+
+    def collected(self, reads: Reads) -> tuple:
+        """Per placement, what it collected in the pass that returned `reads` (or `None`)."""
+        return tuple(reads.get(("collect", i)) for i in range(len(self.plan.placements)))

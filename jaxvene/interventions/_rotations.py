@@ -1,0 +1,376 @@
+"""Trainable interventions: DAS rotations, masks, PCA and autoencoder bases (pyvene's names).
+
+Conventions shared with pyvene, so weights copy over: a rotation acts on row vectors,
+`x @ R`; a low-rank projection `W` is `(n, m)` with orthonormal columns.
+
+**Orthogonality is exact by construction.** Every rotation stores an unconstrained matrix
+`raw` and uses `Q = qr(raw).Q` with the signs of `diag(qr(raw).R)` folded in (the unique
+orthonormal factor with a positive triangular part). Why QR:
+
+* it is exact to float precision after any optimiser step (no penalty, no drift, no
+  re-orthogonalisation schedule), so `R R^T = I` holds however long you train;
+* for the low-rank `(n, m)` projection of DAS it costs `O(n m^2)`, trivial even at n = 4096,
+  while pyvene's `torch...parametrizations.orthogonal` builds `n x n` matrices (pyreft #26);
+* `jnp.linalg.qr` is differentiable, so Optax trains `raw` like any other array;
+* a given orthogonal matrix is its own QR factor, so `from_matrix(R)` loads pyvene's
+  materialised rotation exactly.
+
+The square `n x n` case costs `O(n^3)` per step, like the matrix exponential or the Cayley
+transform would. Non-trained arrays (temperatures, PCA statistics) pass through
+`jax.lax.stop_gradient`, and classes list them in `frozen_fields`, which the training step
+leaves out of the optimiser (so weight decay cannot touch them either).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._basic import (
+    DistributedRepresentationIntervention,
+    Intervention,
+    LocalistRepresentationIntervention,
+    TrainableIntervention,
+    _expand_mask,
+    subspace_mask,
+    swap,
+)
+
+__all__ = [
+    "orthonormal",
+    "RotatedSpaceIntervention",
+    "LowRankRotatedSpaceIntervention",
+    "BoundlessRotatedSpaceIntervention",
+    "SigmoidMaskRotatedSpaceIntervention",
+    "SigmoidMaskIntervention",
+    "PCARotatedSpaceIntervention",
+    "AutoencoderIntervention",
+    "JumpReLUAutoencoderIntervention",
+]
+
+
+def orthonormal(raw: jax.Array) -> jax.Array:
+    """The orthonormal factor of `raw` `(n, m)`, `m <= n`, with a positive triangular part."""
+    q, r = jnp.linalg.qr(raw)
+    signs = jnp.sign(jnp.diagonal(r))
+    signs = jnp.where(signs == 0, 1.0, signs)
+    return q * signs[None, :]
+
+
+def _random_orthonormal(n: int, m: int, key) -> jax.Array:
+    return orthonormal(jax.random.normal(key, (n, m), jnp.float32))
+
+
+def _key(seed):
+    return jax.random.key(0 if seed is None else int(seed))
+
+
+def _require(embed_dim, name):
+    if embed_dim is None:
+        raise ValueError(f"{name} needs embed_dim (IntervenableModel sets it from the component)")
+    return int(embed_dim)
+
+
+class RotatedSpaceIntervention(TrainableIntervention, DistributedRepresentationIntervention):
+    """DAS: rotate, interchange the selected rotated dimensions, rotate back.
+
+    `out = swap(b R, s R) R^T`; subspaces index the rotated dimensions.
+    """
+
+    raw: jax.Array
+    localist: ClassVar[bool] = False
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, embed_dim=None, *, seed: Optional[int] = 0, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        n = _require(embed_dim, type(self).__name__)
+        self.raw = _random_orthonormal(n, n, _key(seed))
+
+    @property
+    def rotation(self) -> jax.Array:
+        """The orthogonal matrix `R` (`n x n`)."""
+        return orthonormal(self.raw)
+
+    @classmethod
+    def from_matrix(cls, matrix, **kwargs):
+        """An intervention whose rotation is `matrix` (e.g. pyvene's `rotate_layer.weight`)."""
+        matrix = jnp.asarray(np.asarray(matrix), jnp.float32)
+        iv = cls(matrix.shape[0], **kwargs)
+        return eqx.tree_at(lambda m: m.raw, iv, matrix)
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        r = self.rotation.astype(base.dtype)
+        rotated = swap(base @ r, self._source(source) @ r, "interchange", self.interchange_dim, subspaces)
+        return rotated @ r.T
+
+
+class LowRankRotatedSpaceIntervention(TrainableIntervention, DistributedRepresentationIntervention):
+    """DAS with an `(n, m)` orthonormal projection `W`: `out = b + (s W - b W)_I W_I^T`.
+
+    Subspaces (and `interchange_dim`) select columns of `W`. `low_rank_dimension` is `m`.
+    """
+
+    raw: jax.Array
+    low_rank_dimension: int = eqx.field(static=True)
+    localist: ClassVar[bool] = False
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, embed_dim=None, *, low_rank_dimension: Optional[int] = None, seed: Optional[int] = 0, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        n = _require(embed_dim, type(self).__name__)
+        if low_rank_dimension is None:
+            raise ValueError("LowRankRotatedSpaceIntervention needs low_rank_dimension")
+        m = int(low_rank_dimension)
+        if not 0 < m <= n:
+            raise ValueError(f"low_rank_dimension must be in 1..{n}, got {m}")
+        self.low_rank_dimension = m
+        self.raw = _random_orthonormal(n, m, _key(seed))
+
+    @property
+    def subspace_size(self) -> int:
+        return self.low_rank_dimension
+
+    @property
+    def weight(self) -> jax.Array:
+        """The `(n, m)` matrix with orthonormal columns."""
+        return orthonormal(self.raw)
+
+    @classmethod
+    def from_matrix(cls, matrix, **kwargs):
+        matrix = jnp.asarray(np.asarray(matrix), jnp.float32)
+        iv = cls(matrix.shape[0], low_rank_dimension=matrix.shape[1], **kwargs)
+        return eqx.tree_at(lambda m: m.raw, iv, matrix)
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        w = self.weight.astype(base.dtype)
+        source = self._source(source)
+        diff = source @ w - base @ w  # (..., m)
+        m = w.shape[1]
+        if subspaces is not None:
+            diff = jnp.where(_expand_mask(subspace_mask(subspaces, m), diff.ndim), diff, 0)
+        elif self.interchange_dim is not None and self.interchange_dim < m:
+            diff = jnp.where(jnp.arange(m) < self.interchange_dim, diff, 0)
+        return base + diff @ w.T
+
+
+class _Tempered(TrainableIntervention, DistributedRepresentationIntervention):
+    """A rotation with a temperature that is set, never trained."""
+
+    raw: jax.Array
+    temperature: jax.Array
+    localist: ClassVar[bool] = False
+    trainable: ClassVar[bool] = True
+    frozen_fields: ClassVar[tuple] = ("temperature",)
+
+    def __init__(self, embed_dim=None, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+
+    def set_temperature(self, temperature):
+        """A copy with the given temperature (interventions are immutable pytrees)."""
+        return eqx.tree_at(lambda m: m.temperature, self, jnp.asarray(temperature, jnp.float32))
+
+    @property
+    def rotation(self) -> jax.Array:
+        return orthonormal(self.raw)
+
+    def _t(self):
+        return jax.lax.stop_gradient(self.temperature)
+
+    def _mix(self, base, source, mask):
+        r = self.rotation.astype(base.dtype)
+        rb, rs = base @ r, self._source(source) @ r
+        return ((1 - mask) * rb + mask * rs) @ r.T
+
+
+class BoundlessRotatedSpaceIntervention(_Tempered):
+    """Boundless DAS: a learned soft boundary selects the first `beta * n` rotated dims.
+
+    `m_i = sigmoid(i / T) * sigmoid((beta n - i) / T)`, `beta = clip(boundary, 1e-3, 1)`,
+    `out = ((1 - m) b R + m s R) R^T`. `intervention_boundaries` starts at 0.5, the
+    temperature at 50 (anneal it with :meth:`set_temperature`). Subspaces are ignored.
+    """
+
+    intervention_boundaries: jax.Array
+
+    def __init__(self, embed_dim=None, *, seed: Optional[int] = 0, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        n = _require(embed_dim, type(self).__name__)
+        self.raw = _random_orthonormal(n, n, _key(seed))
+        self.intervention_boundaries = jnp.array([0.5], jnp.float32)
+        self.temperature = jnp.array(50.0, jnp.float32)
+
+    def mask(self, n: int) -> jax.Array:
+        beta = jnp.clip(self.intervention_boundaries, 1e-3, 1.0)
+        i = jnp.arange(n, dtype=jnp.float32)
+        t = self._t()
+        return jax.nn.sigmoid(i / t) * jax.nn.sigmoid((beta * n - i) / t)
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        return self._mix(base, source, self.mask(base.shape[-1]).astype(base.dtype))
+
+
+class SigmoidMaskRotatedSpaceIntervention(_Tempered):
+    """Rotation with a learned per-dimension mask `sigmoid(w / T)` (w starts at 100, T at 50)."""
+
+    masks: jax.Array
+
+    def __init__(self, embed_dim=None, *, seed: Optional[int] = 0, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        n = _require(embed_dim, type(self).__name__)
+        self.raw = _random_orthonormal(n, n, _key(seed))
+        self.masks = jnp.full((n,), 100.0, jnp.float32)
+        self.temperature = jnp.array(50.0, jnp.float32)
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        return self._mix(base, source, jax.nn.sigmoid(self.masks / self._t()).astype(base.dtype))
+
+
+class SigmoidMaskIntervention(TrainableIntervention, LocalistRepresentationIntervention):
+    """A learned mask in the original basis: `out = (1 - m) b + m s`, `m = sigmoid(w / T)`.
+
+    `mask` starts at 0 (m = 0.5), the temperature at 0.01; the temperature is not trained
+    (pyvene's never receives a gradient either).
+    """
+
+    mask: jax.Array
+    temperature: jax.Array
+    trainable: ClassVar[bool] = True
+    frozen_fields: ClassVar[tuple] = ("temperature",)
+
+    def __init__(self, embed_dim=None, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        self.mask = jnp.zeros((_require(embed_dim, "SigmoidMaskIntervention"),), jnp.float32)
+        self.temperature = jnp.array(0.01, jnp.float32)
+
+    def set_temperature(self, temperature):
+        return eqx.tree_at(lambda m: m.temperature, self, jnp.asarray(temperature, jnp.float32))
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        m = jax.nn.sigmoid(self.mask / jax.lax.stop_gradient(self.temperature)).astype(base.dtype)
+        return (1 - m) * base + m * self._source(source)
+
+
+class PCARotatedSpaceIntervention(DistributedRepresentationIntervention):
+    """Interchange in a standardised PCA basis: `z = ((x - mean) / std) C^T`, swap the
+    selected components, `out = (z C) std + mean`. Built from `components` `(k, n)` (e.g.
+    sklearn's `pca.components_`), `mean` and `std`; nothing is trained."""
+
+    components: jax.Array
+    pca_mean: jax.Array
+    pca_std: jax.Array
+    localist: ClassVar[bool] = False
+
+    def __init__(self, embed_dim=None, *, components=None, pca_mean=None, pca_std=None, pca=None, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        if components is None and pca is not None:
+            components = pca.components_
+        if components is None:
+            raise ValueError("PCARotatedSpaceIntervention needs components (k, n) or a fitted pca")
+        self.components = jnp.asarray(np.asarray(components), jnp.float32)
+        n = self.components.shape[1]
+        self.pca_mean = jnp.zeros((n,)) if pca_mean is None else jnp.asarray(np.asarray(pca_mean), jnp.float32)
+        self.pca_std = jnp.ones((n,)) if pca_std is None else jnp.asarray(np.asarray(pca_std), jnp.float32)
+
+    @property
+    def subspace_size(self) -> int:
+        return int(self.components.shape[0])
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        c, mu, sd = (jax.lax.stop_gradient(a).astype(base.dtype) for a in (self.components, self.pca_mean, self.pca_std))
+        zb = ((base - mu) / sd) @ c.T
+        zs = ((self._source(source) - mu) / sd) @ c.T
+        return (swap(zb, zs, "interchange", self.interchange_dim, subspaces) @ c) * sd + mu
+
+
+class AutoencoderIntervention(TrainableIntervention):
+    """Interchange latents of a one-layer ReLU autoencoder:
+    `z = relu((x - b_dec) W_enc + b_enc)`, `out = z W_dec + b_dec`.
+
+    The latent indices come from `subspaces`, or `interchange_dim` (pyvene uses it as an
+    index, not a slice; here it keeps the meaning it has everywhere else: the first k).
+    """
+
+    W_enc: jax.Array
+    b_enc: jax.Array
+    W_dec: jax.Array
+    b_dec: jax.Array
+    latent_dim: int = eqx.field(static=True)
+
+    def __init__(self, embed_dim=None, *, latent_dim: Optional[int] = None, seed: Optional[int] = 0, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        n = _require(embed_dim, "AutoencoderIntervention")
+        if latent_dim is None:
+            raise ValueError("AutoencoderIntervention needs latent_dim")
+        self.latent_dim = int(latent_dim)
+        k1, k2 = jax.random.split(_key(seed))
+        bound = 1 / np.sqrt(n)
+        self.W_enc = jax.random.uniform(k1, (n, self.latent_dim), minval=-bound, maxval=bound)
+        self.b_enc = jnp.zeros((self.latent_dim,))
+        self.W_dec = jax.random.uniform(k2, (self.latent_dim, n), minval=-1 / np.sqrt(self.latent_dim),
+                                        maxval=1 / np.sqrt(self.latent_dim))
+        self.b_dec = jnp.zeros((n,))
+
+    @property
+    def subspace_size(self) -> int:
+        return self.latent_dim
+
+    def encode(self, x):
+        return jax.nn.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        z = swap(self.encode(base), self.encode(self._source(source)), "interchange", self.interchange_dim, subspaces)
+        return (z @ self.W_dec + self.b_dec).astype(base.dtype)
+
+
+class JumpReLUAutoencoderIntervention(TrainableIntervention):
+    """A JumpReLU sparse autoencoder (Gemma Scope's format) as the intervention space:
+    `z = 1[x W_enc + b_enc > threshold] relu(x W_enc + b_enc)`, swap latents, decode.
+
+    As in pyvene the output is the SAE *reconstruction*: even with nothing swapped, the SAE's
+    error is dropped. `keep_error=True` adds it back (`out = decode(z') + x - decode(z)`), so
+    an intervention changes only what the swapped latents change. `low_rank_dimension` is
+    the SAE width. Weights start at zero, for loading trained SAEs with `eqx.tree_at`.
+    """
+
+    W_enc: jax.Array
+    W_dec: jax.Array
+    threshold: jax.Array
+    b_enc: jax.Array
+    b_dec: jax.Array
+    keep_error: bool = eqx.field(static=True)
+
+    def __init__(self, embed_dim=None, *, low_rank_dimension: Optional[int] = None, keep_error: bool = False, **kwargs):
+        kwargs["keep_last_dim"] = True
+        super().__init__(embed_dim, **kwargs)
+        n = _require(embed_dim, "JumpReLUAutoencoderIntervention")
+        if low_rank_dimension is None:
+            raise ValueError("JumpReLUAutoencoderIntervention needs low_rank_dimension (the SAE width)")
+        w = int(low_rank_dimension)
+        self.W_enc = jnp.zeros((n, w))
+        self.W_dec = jnp.zeros((w, n))
+        self.threshold = jnp.zeros((w,))
+        self.b_enc = jnp.zeros((w,))
+        self.b_dec = jnp.zeros((n,))
+        self.keep_error = bool(keep_error)
+
+    @property
+    def subspace_size(self) -> int:
+        return int(self.W_enc.shape[1])
+
+    def encode(self, x):
+        pre = x @ self.W_enc + self.b_enc
+        return jnp.where(pre > self.threshold, jax.nn.relu(pre), 0.0)
+
+    def decode(self, z):
+        return z @ self.W_dec + self.b_dec
+
+    def __call__(self, base, source, subspaces=None, *, key=None):
+        zb = self.encode(base)
+        out = self.decode(swap(zb, self.encode(self._source(source)), "interchange", self.interchange_dim, subspaces))
+        if self.keep_error:
+            out = out + base - self.decode(zb)
+        return out
