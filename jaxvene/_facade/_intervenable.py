@@ -52,13 +52,16 @@ def _as_config(config) -> IntervenableConfig:
 class IntervenableModel:
     """A model with interventions, called like pyvene's `IntervenableModel`.
 
-    >>> config = jv.IntervenableConfig([{"layer": 2, "component": "block_output"}],
+    >>> import jaxvene as jv, transformers
+    >>> gpt2 = transformers.FlaxGPT2LMHeadModel(
+    ...     transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50), seed=0)
+    >>> config = jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
     ...                                intervention_types=jv.VanillaIntervention)
-    >>> model = jv.IntervenableModel(config, flax_gpt2)
-    >>> _, patched = model({"input_ids": base}, [{"input_ids": source}],
+    >>> model = jv.IntervenableModel(config, gpt2)
+    >>> _, patched = model({"input_ids": [[1, 2, 3, 4, 5, 6]]}, [{"input_ids": [[7, 8, 9, 10, 11, 12]]}],
     ...                    {"sources->base": 3})
     >>> patched.logits.shape
-    (1, 6, 50257)
+    (1, 6, 50)
 
     The pure function underneath is :func:`jaxvene.core.run`; :meth:`plan` and
     :meth:`intervention_params` give its static and traced arguments.

@@ -176,8 +176,12 @@ class FlaxModuleAdapter(FunctionAdapter):
     """Any Flax linen module: `module.apply(variables, **inputs)` (or `*inputs` for a tuple,
     or the bare array), with every submodule call as a site.
 
-    >>> adapter = jv.FlaxModuleAdapter(MyMLP(), variables, {"x": jnp.ones((1, 8))})
-    >>> adapter.sites()    # {'input': (1, 8), 'Dense_0.output': (1, 16), ...}
+    >>> import flax.linen as nn, jax, jax.numpy as jnp, jaxvene as jv
+    >>> mlp = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(2)])
+    >>> variables = mlp.init(jax.random.key(0), jnp.ones((1, 8)))
+    >>> adapter = jv.FlaxModuleAdapter(mlp, variables, jnp.ones((1, 8)))
+    >>> adapter.sites()["layers_0.output"]
+    (1, 16)
     """
 
     def __init__(self, module, variables, example_inputs, method: Optional[str] = None):

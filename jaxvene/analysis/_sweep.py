@@ -165,7 +165,8 @@ def sweep(
         raise ValueError(f"window must be at least 1, got {window}")
     subs = None
     if subspaces is not None:
-        entry = broadcast_subspaces([subspaces], 1, batch)[0]
+        flat = isinstance(subspaces, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in subspaces)
+        entry = [list(subspaces)] * batch if flat else broadcast_subspaces([subspaces], 1, batch)[0]
         subs = expand_subspaces(entry, batch, iv.subspace_partition, iv.subspace_size, "sweep subspaces")
         subs = None if subs is None else jnp.asarray(subs)
 

@@ -6,10 +6,12 @@ back. Restoring is activation patching with the clean run as the source; each co
 table is one compiled :func:`jaxvene.sweep`, averaged over noise samples (the samples are the
 batch, so they cost one program, not a loop).
 
->>> trace = jv.causal_trace(model, {"input_ids": ids}, subject=[1, 2, 3], target=token_id,
-...                         key=jax.random.key(0))
->>> trace.scores["mlp_output"].shape       # (layers, positions)
->>> trace.save_heatmaps("out/", tokens)
+Example (`examples/causal_tracing.py` runs it on the shipped facts model)::
+
+    trace = jv.causal_trace(model, {"input_ids": ids}, subject=[1, 2, 3], target=token_id,
+                            key=jax.random.key(0))
+    trace.scores["mlp_output"].shape       # (layers, positions)
+    trace.save_heatmaps("out/", tokens)
 """
 
 from __future__ import annotations

@@ -133,9 +133,12 @@ def tap(name: str, value: jax.Array) -> jax.Array:
     this returns `value` itself. The value is wrapped in `jax.named_scope(name)` so profiles
     show the site.
 
+    >>> import jax.numpy as jnp, jaxvene as jv
     >>> def f(x):
-    ...     h = jaxvene.tap("hidden", jnp.tanh(x))
+    ...     h = jv.tap("hidden", jnp.tanh(x))
     ...     return h.sum()
+    >>> float(f(jnp.zeros(3)))  # outside a run: the identity
+    0.0
     """
     stack = _stack()
     if not stack:

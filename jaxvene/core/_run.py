@@ -25,7 +25,9 @@ model. Reads made inside `jaxvene.scan_layers` leave the scan as scan outputs, r
 inside a Flax module travel in the `"jaxvene"` variable collection, which Flax's lifted
 transforms (`nn.remat`, `nn.jit`, ...) carry out; see :mod:`jaxvene.core._hooks`.
 
->>> outputs, collected = run(adapter, plan, params, interventions, base, sources, locations)  # doctest: +SKIP
+Example::
+
+    outputs, collected = run(adapter, plan, params, interventions, base, sources, locations)
 """
 
 from __future__ import annotations

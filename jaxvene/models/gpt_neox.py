@@ -547,8 +547,10 @@ def _config_class():
 class FlaxGPTNeoXForCausalLM(NativeCausalLM):
     """GPT-NeoX causal LM with the surface of a HF Flax model (`module`, `params`, `config`).
 
-    >>> model = FlaxGPTNeoXForCausalLM.from_pretrained("path/to/pythia-70m")  # HF PyTorch folder
-    >>> model(input_ids).logits
+    Example::
+
+        model = FlaxGPTNeoXForCausalLM.from_pretrained("path/to/pythia-70m")  # HF PyTorch folder
+        model(input_ids).logits
     """
 
     module_class = FlaxGPTNeoXForCausalLMModule

@@ -375,8 +375,10 @@ def _config_class():
 class FlaxQwen2ForCausalLM(NativeCausalLM):
     """Qwen2 causal LM with the surface of a HF Flax model (`module`, `params`, `config`).
 
-    >>> model = FlaxQwen2ForCausalLM.from_pretrained("path/to/Qwen2-0.5B")  # HF PyTorch folder
-    >>> model(input_ids).logits
+    Example::
+
+        model = FlaxQwen2ForCausalLM.from_pretrained("path/to/Qwen2-0.5B")  # HF PyTorch folder
+        model(input_ids).logits
     """
 
     module_class = FlaxQwen2ForCausalLMModule

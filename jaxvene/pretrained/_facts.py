@@ -4,9 +4,10 @@
 >>> model, tokenizer = load_facts_model()
 >>> fact = facts()[0]
 >>> fact["prompt"], fact["answer"], fact["subject_token_positions"]
-('The Quorra Vells Gate is in the city of', 'Lima', [2, 3, 4])
+('The Ulmar Harbor is in the city of', 'Rome', [2, 3])
 >>> ids = encode_prompt(fact["prompt"], tokenizer)            # (1, T) int32, starts with [BOS]
->>> model(ids).logits[0, -1].argmax() == tokenizer.convert_tokens_to_ids(fact["answer"])
+>>> bool(model(ids).logits[0, -1].argmax() == tokenizer.convert_tokens_to_ids(fact["answer"]))
+True
 
 Every prompt reads "The <subject> <relation phrase>" and its answer is one word. Subjects are
 invented landmarks of 2 or 3 tokens ("Quorra Gate", "Quorra Vells Gate"): each name and each kind
