@@ -103,10 +103,14 @@ class TapHandler(Protocol):
     def __call__(self, name: str, value: jax.Array) -> jax.Array: ...
 
 
-#: what each capability lets a model do, for error messages
-_DESCRIPTIONS: Mapping[type, str] = {
-    LayerwiseModel: "runs layer by layer (a layer-stack spec in its family's site table)",
-    CachedDecoder: "decodes with a key/value cache",
+#: what each capability lets a model do, and what to do without it, for error messages
+_DESCRIPTIONS: Mapping[type, tuple[str, str]] = {
+    LayerwiseModel: ("runs layer by layer (a layer-stack spec in its family's site table)",
+                     "Run one jaxvene.IntervenableModel per site instead, or give the family a LayerStackSpec "
+                     "(CONTRIBUTING.md)."),
+    CachedDecoder: ("decodes with a key/value cache",
+                    "Generation runs on HF Flax causal LMs and jaxvene's native models; for other models, call "
+                    "the IntervenableModel once per step."),
 }
 
 
@@ -124,7 +128,7 @@ def require(adapter: Any, capability: type, what: str) -> Any:
     if isinstance(adapter, capability) and (supports is None or supports(capability)):
         return adapter
     name = getattr(getattr(adapter, "family", None), "name", None) or type(adapter).__name__
+    does, instead = _DESCRIPTIONS.get(capability, (capability.__name__, ""))
     raise MissingCapability(
-        f"{what} needs a model that {_DESCRIPTIONS.get(capability, capability.__name__)} "
-        f"({capability.__name__}); this {name} model does not."
+        f"{what} needs a model that {does} ({capability.__name__}); this {name} model does not. {instead}".strip()
     )
