@@ -131,6 +131,11 @@ def write(
         out, latent = out.output, out.latent
     if out is None:
         return value, latent
+    if out.shape != base_in.shape:  # scatter would broadcast a wrong shape without a word
+        raise ValueError(
+            f"{type(intervention).__name__} at {site.describe()} returned shape {tuple(out.shape)} for "
+            f"activations of shape {tuple(base_in.shape)}; an intervention returns its base's shape"
+        )
     if distributed:
         out = _unflatten(out, selected)
     return site.unview(value, scatter(view, unit, loc, out)), latent

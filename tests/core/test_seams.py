@@ -89,3 +89,11 @@ def test_write_on_a_hand_computed_case(variant):
     assert extra is None
     chex.assert_trees_all_close(new, jnp.asarray(expected), atol=1e-5)
     chex.assert_trees_all_close(new[0, 0], base[0, 0])  # untouched positions stay
+
+
+def test_an_intervention_returning_the_wrong_shape_is_refused(flax_gpt2):
+    """Scatter would broadcast a (B, 1, 1) result over the units without a word."""
+    config = jv.IntervenableConfig([jv.RepresentationConfig(1, "mlp_output", intervention=lambda b, s: b[..., :1])])
+    model = jv.IntervenableModel(config, flax_gpt2)
+    with pytest.raises(ValueError, match=r"returned shape \(2, 1, 1\) for activations of shape \(2, 1, 24\)"):
+        model({"input_ids": BASE}, [{"input_ids": SRC}], {"sources->base": 2})
