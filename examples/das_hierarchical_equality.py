@@ -2,12 +2,12 @@
 
     python examples/das_hierarchical_equality.py [--quick] [--from-scratch]
 
-The code lives in `jaxvene/_hierarchical_equality.py` so that `python -m jaxvene das` runs it
+The code lives in `jaxvene/apps/das_hierarchical_equality.py` so that `python -m jaxvene das` runs it
 too; read it there. It loads the 3-layer MLP for (W==X)==(Y==Z) that jaxvene ships
-(`--from-scratch` trains it first, as `jaxvene/models/train_hierarchical_equality.py` does), generates
+(`--from-scratch` trains it first, as `jaxvene/pretrained/train_hierarchical_equality.py` does), generates
 counterfactual data with `jaxvene.CausalModel`, and trains one 16 x 16 rotation shared by two
 linked interventions (WX in rotated dims 0-7, YZ in 8-15). Full run: test IIA 0.975 in about
-12 s on a 2-core CPU (pyvene's tutorial reports 0.97; its training takes about 35 minutes here).
+12 s on a 2-core CPU (pyvene's tutorial reports 0.97; its own training loop takes about 45 s here on its best thread count).
 """
 
 import sys

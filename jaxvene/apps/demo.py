@@ -84,5 +84,5 @@ def run_demo(out_dir: str = "jaxvene-output", n_facts: int = 16) -> dict:
         print(f"  {role:<26}" + "".join(f"{v:9.2f}" for v in mean[role]))
     print("\nAs ROME found in GPT-2 XL: an early MLP at the subject's last token recalls the fact, and the")
     print("MLPs at the words after the subject do not (this model's training built that in: see")
-    print("jaxvene/models/train_facts.py).")
+    print("jaxvene/pretrained/train_facts.py).")
     return mean

@@ -1,4 +1,4 @@
-"""Rebuild the factual-recall GPT-2 that jaxvene ships (`jaxvene/models/facts_gpt2/`).
+"""Rebuild the factual-recall GPT-2 that jaxvene ships (`jaxvene/pretrained/facts_gpt2/`).
 
     python -m jaxvene.pretrained.train_facts [--out DIR] [--seed 0] [--steps N]
 
