@@ -17,7 +17,8 @@ from ..core._hooks import flax_apply, handling
 from ..core._positions import position_ids_from_mask
 from ..core._protocols import CachedDecoder, LayerwiseModel
 from ..core._sites import Site, normalise_path
-from ..families._base import Family, family_for
+from ..families._registry import family_for
+from ..families._spec import Family
 from ._stack import LayerStack
 
 __all__ = ["HFFlaxAdapter"]

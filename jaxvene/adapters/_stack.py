@@ -4,7 +4,7 @@ The sweep, causal tracing and patching helpers need what `module.apply` cannot g
 forward pass at layer `l` from a cached hidden state (the clean prefix is never recomputed),
 loop over layers with the layer index as *data* (one compiled program serves every layer), and
 compute the head on a few positions only. :class:`LayerStack` provides that for every family
-whose site table has a :class:`~jaxvene.families._base.LayerStackSpec`: the layers' params are
+whose site table has a :class:`~jaxvene.families.LayerStackSpec`: the layers' params are
 stacked on a leading axis and one layer module is applied with the i-th slice inside
 `lax.fori_loop` / `lax.scan`.
 
@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..families._base import _lookup
 from ..core._hooks import handling
 from ..core._sites import Site
+from ..families._spec import _lookup
 
 __all__ = ["LayerStack"]
 

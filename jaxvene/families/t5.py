@@ -1,43 +1,23 @@
-"""Site tables for HuggingFace Flax encoders (BERT, RoBERTa), ViT and T5.
+"""T5's site table (`FlaxT5ForConditionalGeneration`, `FlaxT5Model`; `FlaxT5EncoderModel` for
+the `encoder_*` names), and a repair of Flax T5 on new JAX.
 
-Component names are pyvene's (see `_families`). `unit="pos"` indexes the family's position
-axis; q/k/v and the per-head views split the hidden axis into `num_attention_heads` heads.
-What the names mean here:
+Plain names are the *decoder* stack, which the logits come from (positions over
+`decoder_input_ids`); `encoder_<name>` the same site in the encoder stack (positions over
+`input_ids`), e.g. `encoder_block_output`, `encoder_head_query_output`. Layer numbers count
+within a stack. The decoder's cross-attention: `cross_attention_input` (its normed input),
+`cross_attention_output`, `cross_attention_value_output`, `head_cross_attention_value_output`
+(queries from the decoder; keys and values, which sit on encoder positions, are not exposed).
+Attention and MLP outputs are taken before the residual add, inputs after the pre-norm;
+`mlp_activation` is the input of `wo`: `act(wi x)`, or `act(wi_0 x) * wi_1 x` for gated T5
+(v1.1). q/k/v and the per-head views split the hidden axis into `num_heads` heads. Inputs:
+`input_ids`, `attention_mask`, `decoder_input_ids` (required, except by `FlaxT5EncoderModel`,
+which ignores decoder inputs), `decoder_attention_mask`.
 
-* **BERT, RoBERTa** (post-LayerNorm; `FlaxBert{Model,ForMaskedLM,ForSequenceClassification,...}`,
-  `FlaxRoberta...`). Positions are tokens of `input_ids`; attention is bidirectional, so a patch
-  at one position reaches every position in later layers. `block_output` is the layer's output
-  (after its final LayerNorm). `attention_output` is the attention output projection
-  (`attention.output.dense`) *before* dropout, the residual add and the LayerNorm; `mlp_output`
-  likewise `output.dense` before its residual add and LayerNorm; `mlp_activation` is
-  `act(intermediate.dense(x))`. `attention_input` is the layer input (no pre-norm), `mlp_input`
-  the residual stream after the attention sublayer's LayerNorm. Inputs: `input_ids`,
-  `attention_mask`, `token_type_ids` (zeros when left out). Position ids are what HF's wrapper
-  uses and are not an input: `0..T-1` for BERT; for RoBERTa counted over non-pad tokens from
-  `pad_token_id + 1`.
-* **ViT** (pre-LayerNorm; `FlaxViTModel`, `FlaxViTForImageClassification`). Input
-  `pixel_values`, `(B, C, H, W)` as HF's image processors and `FlaxViTModel.__call__` take it.
-  Position 0 of every site is the class token, positions `1..N` the patches in row-major order:
-  patch `(r, c)` is position `1 + r * (W // patch_size) + c`. `attention_input` / `mlp_input` are
-  the LayerNorm outputs that feed the sublayers; `attention_output` / `mlp_output` the sublayer
-  outputs before the residual add.
-* **T5** (`FlaxT5ForConditionalGeneration`, `FlaxT5Model`; `FlaxT5EncoderModel` for the
-  `encoder_*` names). Plain names are the *decoder* stack, which the logits come from
-  (positions over `decoder_input_ids`); `encoder_<name>` the same site in the encoder stack
-  (positions over `input_ids`), e.g. `encoder_block_output`, `encoder_head_query_output`. Layer
-  numbers count within a stack. The decoder's cross-attention: `cross_attention_input` (its
-  normed input), `cross_attention_output`, `cross_attention_value_output`,
-  `head_cross_attention_value_output` (queries from the decoder; keys and values, which sit
-  on encoder positions, are not exposed). Attention and MLP outputs are taken before the
-  residual add, inputs after the pre-norm; `mlp_activation` is the input of `wo`: `act(wi x)`,
-  or `act(wi_0 x) * wi_1 x` for gated T5 (v1.1). Inputs: `input_ids`, `attention_mask`,
-  `decoder_input_ids` (required, except by `FlaxT5EncoderModel`, which ignores decoder inputs),
-  `decoder_attention_mask`.
-
-Importing this module also repairs Flax T5 on JAX versions without `jnp.clip(a_max=...)`, which
-transformers' `FlaxT5Attention._relative_position_bucket` still calls (the model cannot even be
-built): once `transformers.models.t5.modeling_flax_t5` is imported, that method is replaced by
-the same computation written with `jnp.minimum`. Nothing changes where JAX has `a_max`.
+Importing this module (which `import jaxvene` does) also repairs Flax T5 on JAX versions
+without `jnp.clip(a_max=...)`, which transformers' `FlaxT5Attention._relative_position_bucket`
+still calls (the model cannot even be built): once `transformers.models.t5.modeling_flax_t5` is
+imported, that method is replaced by the same computation written with `jnp.minimum`. Nothing
+changes where JAX has `a_max`.
 """
 
 from __future__ import annotations
@@ -48,132 +28,12 @@ import sys
 
 import jax.numpy as jnp
 
-from ._base import Component, Family
+from ._spec import Component, Family, _same_heads
 
-__all__ = ["ENCODER_FAMILIES", "BERT", "ROBERTA", "VIT", "T5"]
-
-
-# ---------------------------------------------------------------------------- BERT, RoBERTa
-def _bert_like_components(self_attention: str) -> dict:
-    """The components of a BERT-style layer (`attention.output.dense`, `intermediate`,
-    `output.dense`); `self_attention` is the path of the module holding query/key/value."""
-    dense_in = Component("attention.output.dense", "input")
-    return {
-        "block_input": Component("", "input"),
-        "block_output": Component("", "output"),
-        "mlp_input": Component("intermediate", "input"),
-        "mlp_activation": Component("intermediate", "output"),
-        "mlp_output": Component("output.dense", "output"),
-        "attention_input": Component("attention", "input"),
-        "attention_output": Component("attention.output.dense", "output"),
-        "attention_value_output": dense_in,
-        "head_attention_value_output": Component(dense_in.path, "input", heads="query"),
-        "query_output": Component(f"{self_attention}.query", "output"),
-        "key_output": Component(f"{self_attention}.key", "output"),
-        "value_output": Component(f"{self_attention}.value", "output"),
-        "head_query_output": Component(f"{self_attention}.query", "output", heads="query"),
-        "head_key_output": Component(f"{self_attention}.key", "output", heads="query"),
-        "head_value_output": Component(f"{self_attention}.value", "output", heads="query"),
-    }
+__all__ = ["T5"]
 
 
-def _bert_positions(module, input_ids):
-    return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
-
-
-def _roberta_positions(module, input_ids):
-    pad = module.config.pad_token_id
-    real = (input_ids != pad).astype(jnp.int32)
-    return jnp.cumsum(real, axis=1) * real + pad
-
-
-def _encoder_call(positions):
-    """A `method` for `module.apply` (passed through `Family.call_kwargs`) that fills the
-    arguments HF's wrapper normally fills (token types, position ids, no head mask) and calls
-    the module. These families set no `unembed`, whose path passes its own `method`."""
-
-    def call(module, input_ids, attention_mask, token_type_ids=None, **kwargs):
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        # keywords: the causal-LM heads take position_ids before token_type_ids
-        return module(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                      position_ids=positions(module, input_ids), head_mask=None, **kwargs)
-
-    return call
-
-
-def _encoder_heads(config):
-    return {"query": config.num_attention_heads, "kv": config.num_attention_heads}
-
-
-_ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-BERT = Family(
-    name="bert",
-    layers="encoder.layer",
-    model_types=("bert",),
-    components=_bert_like_components("attention.self"),
-    heads=_encoder_heads,
-    inputs=_ENCODER_INPUTS,
-    call_kwargs={"method": _encoder_call(_bert_positions)},
-)
-
-ROBERTA = Family(
-    name="roberta",
-    layers="encoder.layer",
-    model_types=("roberta",),
-    components=_bert_like_components("attention.self"),
-    heads=_encoder_heads,
-    inputs=_ENCODER_INPUTS,
-    call_kwargs={"method": _encoder_call(_roberta_positions)},
-)
-
-
-# ---------------------------------------------------------------------------- ViT
-def _vit_check(config, pixel_values) -> None:
-    shape = tuple(pixel_values.shape)
-    channels, size, patch = config.num_channels, config.image_size, config.patch_size
-    if len(shape) != 4 or shape[1] != channels:
-        raise ValueError(
-            f"pixel_values must be (batch, {channels}, {size}, {size}) (channels first, as HF's image "
-            f"processors give them); got shape {shape}"
-        )
-    if shape[2] != size or shape[3] != size:
-        raise ValueError(
-            f"pixel_values are {shape[2]}x{shape[3]} but this ViT takes {size}x{size} images "
-            f"({(size // patch) ** 2} patches of {patch}x{patch})"
-        )
-
-
-def _vit_call(module, pixel_values, **kwargs):
-    _vit_check(module.config, pixel_values)
-    return module(jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(jnp.float32), **kwargs)
-
-
-def _vit_length(config, inputs) -> int:
-    pixels = inputs["pixel_values"]
-    _vit_check(config, pixels)
-    patch = config.patch_size
-    return 1 + (pixels.shape[2] // patch) * (pixels.shape[3] // patch)
-
-
-VIT = Family(
-    name="vit",
-    layers="encoder.layer",
-    model_types=("vit",),
-    components=_bert_like_components("attention.attention"),
-    heads=_encoder_heads,
-    inputs=("pixel_values",),
-    tokens=None,
-    dummy=lambda config: {
-        "pixel_values": jnp.zeros((1, config.num_channels, config.image_size, config.image_size), jnp.float32)
-    },
-    site_length=_vit_length,
-    call_kwargs={"method": _vit_call},
-)
-
-
-# ---------------------------------------------------------------------------- T5
+# ---------------------------------------------------------------------------- site table
 def _t5_attention(prefix: str, module: str, stack) -> dict:
     """`<prefix>attention_input/output/value_output` and the per-head value output."""
     name = prefix + "attention"
@@ -202,8 +62,7 @@ def _t5_stack(stack, mlp_index: int) -> dict:
     return table
 
 
-def _t5_call(module, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-             **kwargs):
+def _t5_call(module, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None, **kwargs):
     if "decoder_input_ids" not in inspect.signature(type(module).__call__).parameters:
         return module(input_ids=input_ids, attention_mask=attention_mask, **kwargs)  # FlaxT5EncoderModel
     if decoder_input_ids is None:
@@ -211,8 +70,13 @@ def _t5_call(module, input_ids, attention_mask=None, decoder_input_ids=None, dec
             "T5 inputs need 'decoder_input_ids' as well as 'input_ids' (e.g. the decoder start token "
             f"{module.config.decoder_start_token_id} followed by the target so far)"
         )
-    return module(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                  decoder_attention_mask=decoder_attention_mask, **kwargs)
+    return module(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids,
+        decoder_attention_mask=decoder_attention_mask,
+        **kwargs,
+    )
 
 
 T5 = Family(
@@ -226,10 +90,9 @@ T5 = Family(
         **_t5_attention("cross_", "layer.1.EncDecAttention", "decoder"),
         **{f"encoder_{k}": v for k, v in _t5_stack(None, 1).items()},
     },
-    heads=lambda config: {"query": config.num_heads, "kv": config.num_heads},
+    heads=_same_heads("num_heads"),
     inputs=("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"),
-    dummy=lambda config: {"input_ids": jnp.zeros((1, 4), jnp.int32),
-                          "decoder_input_ids": jnp.zeros((1, 4), jnp.int32)},
+    dummy=lambda config: {"input_ids": jnp.zeros((1, 4), jnp.int32), "decoder_input_ids": jnp.zeros((1, 4), jnp.int32)},
     stacks={"decoder": ("decoder.block", lambda config: int(config.num_decoder_layers), "decoder_input_ids")},
     call_kwargs={"method": _t5_call},
 )
@@ -309,7 +172,3 @@ if _clip_lacks_a_max():
         _repair_t5(sys.modules[_T5_MODULE])
     else:
         sys.meta_path.insert(0, _RepairT5OnImport())
-
-
-#: Families this module defines; `_families` registers them.
-ENCODER_FAMILIES: tuple[Family, ...] = (BERT, ROBERTA, VIT, T5)

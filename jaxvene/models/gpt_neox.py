@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..families._spec import Component, Family, LayerStackSpec
 from ._base import NativeCausalLM
-from ..families._base import Component, Family, LayerStackSpec
 
 __all__ = ["FlaxGPTNeoXForCausalLM", "FlaxGPTNeoXForCausalLMModule", "GPT_NEOX", "load_pytorch_state"]
 

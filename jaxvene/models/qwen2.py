@@ -36,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..families._spec import Family, LayerStackSpec, tied_or_lm_head_unembed
+from ..families.llama import LLAMA
 from ._base import NativeCausalLM
-from ..families._base import LLAMA, Family, LayerStackSpec, tied_or_lm_head_unembed
 
 # Shared with the native GPT-NeoX. `_ACTIVATIONS` and `_dense_init` are private there but are
 # exactly what is needed here; the attention subclasses GPT-NeoX's to inherit its cache write.

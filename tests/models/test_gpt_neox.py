@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jaxvene as jv  # noqa: E402
-import jaxvene.families._base  # noqa: E402
+import jaxvene.families._registry  # noqa: E402
 from jaxvene.models import GPT_NEOX, FlaxGPTNeoXForCausalLM  # noqa: E402
 
 H, DH = 4, 8
@@ -51,7 +51,7 @@ def pair():
 
 @pytest.fixture
 def registered(monkeypatch):
-    monkeypatch.setattr(jaxvene.families._base, "FAMILIES", jaxvene.families._base.FAMILIES + (GPT_NEOX,))
+    monkeypatch.setattr(jaxvene.families._registry, "FAMILIES", jaxvene.families._registry.FAMILIES + (GPT_NEOX,))
 
 
 BASE = np.random.default_rng(0).integers(0, 50, (2, 6))
@@ -261,7 +261,7 @@ def test_qkv_patches_match_hand_computation(pair, registered):
 # ------------------------------------------------------------------------------ sites
 def test_site_table_and_adapter(pair, registered):
     _, model = pair
-    assert jaxvene.families._base.family_for(model.config) is GPT_NEOX
+    assert jaxvene.families._registry.family_for(model.config) is GPT_NEOX
     adapter = model.jaxvene_adapter()
     assert adapter.site("head_key_output", 1).tap == "gpt_neox.layers.1.attention.key.output"
     assert adapter.site("mlp_activation", 0).tap == "gpt_neox.layers.0.mlp.dense_4h_to_h.input"

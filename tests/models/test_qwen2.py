@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jaxvene as jv  # noqa: E402
-import jaxvene.families._base  # noqa: E402
+import jaxvene.families._registry  # noqa: E402
 from jaxvene.models.qwen2 import QWEN2, FlaxQwen2ForCausalLM  # noqa: E402
 
 H, KV, DH = 4, 2, 8
@@ -49,8 +49,8 @@ def pair():
 
 @pytest.fixture
 def registered(monkeypatch):
-    if QWEN2 not in jaxvene.families._base.FAMILIES:
-        monkeypatch.setattr(jaxvene.families._base, "FAMILIES", jaxvene.families._base.FAMILIES + (QWEN2,))
+    if QWEN2 not in jaxvene.families._registry.FAMILIES:
+        monkeypatch.setattr(jaxvene.families._registry, "FAMILIES", jaxvene.families._registry.FAMILIES + (QWEN2,))
 
 
 BASE = np.random.default_rng(0).integers(0, 50, (2, 6))
@@ -174,7 +174,7 @@ def test_vanilla_patches_match_pyvene(pair):
 # ------------------------------------------------------------------------------ sites
 def test_site_table_and_adapter(pair, registered):
     _, model = pair
-    assert jaxvene.families._base.family_for(model.config) is QWEN2
+    assert jaxvene.families._registry.family_for(model.config) is QWEN2
     adapter = model.jaxvene_adapter()
     assert adapter.site("mlp_activation", 1).tap == "model.layers.1.mlp.act_fn.output"
     site = adapter.site("head_key_output", 0)
