@@ -21,8 +21,15 @@ def gpt2_pair(layers: int, width: int, heads: int, vocab: int = 50257, positions
 
     torch.manual_seed(seed)
     config = transformers.GPT2Config(
-        n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=positions,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+        n_layer=layers,
+        n_embd=width,
+        n_head=heads,
+        vocab_size=vocab,
+        n_positions=positions,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="eager",
     )
     torch_model = transformers.GPT2LMHeadModel(config).eval()
     with tempfile.TemporaryDirectory() as d:
@@ -49,8 +56,10 @@ def machine() -> str:
     import torch
 
     dev = jax.devices()[0]
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-            f"jax {jax.__version__} on {dev.platform}, torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"jax {jax.__version__} on {dev.platform}, torch {torch.__version__}"
+    )
 
 
 def table(rows, headers) -> str:

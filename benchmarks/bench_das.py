@@ -48,13 +48,19 @@ def main():
     source = rng.integers(0, args.vocab, (args.batch, args.seq))
     labels = rng.integers(0, args.vocab, (args.batch,))
     layer, pos = args.layers // 2, args.seq - 1
-    rep = {"layer": layer, "component": "block_output", "unit": "pos", "max_number_of_units": 1,
-           "low_rank_dimension": args.rank}
+    rep = {
+        "layer": layer,
+        "component": "block_output",
+        "unit": "pos",
+        "max_number_of_units": 1,
+        "low_rank_dimension": args.rank,
+    }
     locs = {"sources->base": ([[[pos]] * args.batch], [[[pos]] * args.batch])}
 
     # pyvene
-    pv_model = pv.IntervenableModel(pv.IntervenableConfig([rep], intervention_types=pv.LowRankRotatedSpaceIntervention),
-                                    torch_model)
+    pv_model = pv.IntervenableModel(
+        pv.IntervenableConfig([rep], intervention_types=pv.LowRankRotatedSpaceIntervention), torch_model
+    )
     opt = torch.optim.Adam(pv_model.get_trainable_parameters(), lr=1e-3)
     tb, ts, tl = torch.tensor(base), torch.tensor(source), torch.tensor(labels)
 
@@ -67,8 +73,9 @@ def main():
         return loss.item()
 
     # jaxvene
-    jm = jv.IntervenableModel(jv.IntervenableConfig([rep], intervention_types=jv.LowRankRotatedSpaceIntervention),
-                              flax_model)
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([rep], intervention_types=jv.LowRankRotatedSpaceIntervention), flax_model
+    )
     batch = jv.training.make_batch(jm, {"input_ids": base}, [{"input_ids": source}], locs, labels=labels)
     init, step, _ = jv.training.make_train_step(jm, optax.adam(1e-3))
     state = {"s": init()}
@@ -84,8 +91,10 @@ def main():
         ["first step (s), jaxvene compiles", f"{jv_first:.3f}", f"{pv_first:.3f}", f"{jv_first / pv_first:.2f}"],
         ["warm step (ms)", f"{jv_warm * 1e3:.1f}", f"{pv_warm * 1e3:.1f}", f"{jv_warm / pv_warm:.3f}"],
     ]
-    print(f"DAS training step: LowRankRotatedSpace rank {args.rank} at layer {layer} block_output, GPT-2 "
-          f"{args.layers} x {args.width}, vocab {args.vocab}, batch {args.batch}, T={args.seq}; {machine()}")
+    print(
+        f"DAS training step: LowRankRotatedSpace rank {args.rank} at layer {layer} block_output, GPT-2 "
+        f"{args.layers} x {args.width}, vocab {args.vocab}, batch {args.batch}, T={args.seq}; {machine()}"
+    )
     print(table(rows, ["", "jaxvene", "pyvene", "jaxvene / pyvene"]))
 
     if args.devices:
@@ -96,7 +105,7 @@ def main():
             s = {"s": init()}
 
             def sharded_step():
-                s["s"], loss = step(s["s"], sharded, params)
+                s["s"], loss = step(s["s"], sharded, params)  # noqa: B023 (called within the iteration)
                 return float(loss)
 
             _, warm = timed(sharded_step, args.repeats)

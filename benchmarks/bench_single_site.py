@@ -44,10 +44,11 @@ def main():
     locs = {"sources->base": ([[[pos]] * args.batch], [[[pos]] * args.batch])}
 
     jv_model = jv.IntervenableModel(jv.IntervenableConfig([rep], intervention_types=jv.VanillaIntervention), flax_model)
-    jv_call = lambda: jax.block_until_ready(
-        jv_model({"input_ids": base}, [{"input_ids": source}], locs)[1].logits)
+    jv_call = lambda: jax.block_until_ready(jv_model({"input_ids": base}, [{"input_ids": source}], locs)[1].logits)
 
-    pv_model = pv.IntervenableModel(pv.IntervenableConfig([rep], intervention_types=pv.VanillaIntervention), torch_model)
+    pv_model = pv.IntervenableModel(
+        pv.IntervenableConfig([rep], intervention_types=pv.VanillaIntervention), torch_model
+    )
     tb, ts = torch.tensor(base), torch.tensor(source)
 
     def pv_call():
@@ -61,8 +62,10 @@ def main():
         ["first call, jaxvene compiles (s)", f"{jv_first:.3f}", f"{pv_first:.3f}", f"{jv_first / pv_first:.2f}"],
         ["warm call (ms)", f"{jv_warm * 1e3:.2f}", f"{pv_warm * 1e3:.2f}", f"{jv_warm / pv_warm:.2f}"],
     ]
-    print(f"single-site block_output patch, GPT-2 {args.layers} layers x {args.width}, vocab {vocab}, "
-          f"batch {args.batch}, T={args.seq}; {machine()}")
+    print(
+        f"single-site block_output patch, GPT-2 {args.layers} layers x {args.width}, vocab {vocab}, "
+        f"batch {args.batch}, T={args.seq}; {machine()}"
+    )
     print(f"max |logit difference| jaxvene vs pyvene: {diff:.2e}")
     print(table(rows, ["", "jaxvene", "pyvene", "jaxvene / pyvene"]))
 

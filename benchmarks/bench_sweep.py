@@ -67,8 +67,9 @@ def main():
         return jax.nn.softmax(logits[:, -1], axis=-1)[:, target]
 
     def jv_sweep():
-        return jv.sweep(flax_model, {"input_ids": base}, {"input_ids": source}, metric=metric,
-                        chunk_size=args.chunk, progress=False)
+        return jv.sweep(
+            flax_model, {"input_ids": base}, {"input_ids": source}, metric=metric, chunk_size=args.chunk, progress=False
+        )
 
     t0 = time.perf_counter()
     ours = jv_sweep()
@@ -82,12 +83,13 @@ def main():
     t0 = time.perf_counter()
     with torch.no_grad():
         for layer in range(L):
-            config = pv.IntervenableConfig([{"layer": layer, "component": "block_output", "unit": "pos",
-                                             "max_number_of_units": 1}], intervention_types=pv.VanillaIntervention)
+            config = pv.IntervenableConfig(
+                [{"layer": layer, "component": "block_output", "unit": "pos", "max_number_of_units": 1}],
+                intervention_types=pv.VanillaIntervention,
+            )
             model = pv.IntervenableModel(config, torch_model)
             for pos in range(T):
-                _, out = model({"input_ids": tb}, [{"input_ids": ts}],
-                               {"sources->base": ([[[pos]]], [[[pos]]])})
+                _, out = model({"input_ids": tb}, [{"input_ids": ts}], {"sources->base": ([[[pos]]], [[[pos]]])})
                 theirs[layer, pos] = torch.softmax(out.logits[0, -1], -1)[target].item()
     pv_time = time.perf_counter() - t0
 

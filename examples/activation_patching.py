@@ -25,9 +25,12 @@ def pairs(all_facts, n):
     """(clean, corrupted) facts: same relation, same subject length, different answers."""
     out = []
     for i, a in enumerate(all_facts):
-        for b in all_facts[i + 1:]:
-            if (a["relation"] == b["relation"] and a["answer"] != b["answer"]
-                    and a["subject_token_positions"] == b["subject_token_positions"]):
+        for b in all_facts[i + 1 :]:
+            if (
+                a["relation"] == b["relation"]
+                and a["answer"] != b["answer"]
+                and a["subject_token_positions"] == b["subject_token_positions"]
+            ):
                 out.append((a, b))
                 break
         if len(out) == n:
@@ -40,8 +43,9 @@ def normalised_table(model, tokenizer, clean, corrupted, component="block_output
     c_ids, x_ids = encode_prompt(clean["prompt"], tokenizer), encode_prompt(corrupted["prompt"], tokenizer)
     good, bad = (tokenizer.convert_tokens_to_ids(f["answer"]) for f in (clean, corrupted))
     metric = jv.patching.logit_diff(good, bad)
-    table = jv.sweep(model, {"input_ids": x_ids}, {"input_ids": c_ids}, metric=metric, component=component,
-                     progress=False)
+    table = jv.sweep(
+        model, {"input_ids": x_ids}, {"input_ids": c_ids}, metric=metric, component=component, progress=False
+    )
     clean_ld = float(metric(model(c_ids).logits))
     corrupted_ld = float(metric(model(x_ids).logits))
     return (table - corrupted_ld) / (clean_ld - corrupted_ld)
@@ -49,12 +53,15 @@ def normalised_table(model, tokenizer, clean, corrupted, component="block_output
 
 def one_cell_with_pyvene_interface(model, tokenizer, clean, corrupted, layer, position):
     """The same patch as one cell of the table, written as pyvene code would be."""
-    config = jv.IntervenableConfig([{"layer": layer, "component": "block_output", "unit": "pos"}],
-                                   intervention_types=jv.VanillaIntervention)
+    config = jv.IntervenableConfig(
+        [{"layer": layer, "component": "block_output", "unit": "pos"}], intervention_types=jv.VanillaIntervention
+    )
     patcher = jv.IntervenableModel(config, model)
-    _, out = patcher({"input_ids": encode_prompt(corrupted["prompt"], tokenizer)},
-                     [{"input_ids": encode_prompt(clean["prompt"], tokenizer)}],
-                     {"sources->base": position})
+    _, out = patcher(
+        {"input_ids": encode_prompt(corrupted["prompt"], tokenizer)},
+        [{"input_ids": encode_prompt(clean["prompt"], tokenizer)}],
+        {"sources->base": position},
+    )
     logits = np.asarray(out.logits)[0, -1]
     good, bad = (tokenizer.convert_tokens_to_ids(f["answer"]) for f in (clean, corrupted))
     return float(logits[good] - logits[bad]), tokenizer.convert_ids_to_tokens(int(logits.argmax()))
@@ -74,8 +81,10 @@ def main(n_pairs: int = 8):
         print(f"  {layer:>5} " + "".join(f"{v:9.2f}" for v in row))
     last_subject = a["subject_token_positions"][-1]
     diff, top = one_cell_with_pyvene_interface(model, tokenizer, a, b, 0, last_subject)
-    print(f"pyvene-style call, layer 0 at the subject's last token: the model now answers {top!r} "
-          f"(logit difference {diff:.2f})")
+    print(
+        f"pyvene-style call, layer 0 at the subject's last token: the model now answers {top!r} "
+        f"(logit difference {diff:.2f})"
+    )
     return {"mean": mean, "pairs": chosen, "tables": tables}
 
 

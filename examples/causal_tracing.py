@@ -25,15 +25,27 @@ WINDOWS = {"block_output": 1, "mlp_output": 1, "attention_output": 1}  # 4 layer
 def trace_fact(model, tokenizer, fact, key, components=("block_output", "mlp_output", "attention_output")):
     ids = encode_prompt(fact["prompt"], tokenizer)
     target = tokenizer.convert_tokens_to_ids(fact["answer"])
-    return jv.causal_trace(model, {"input_ids": ids}, fact["subject_token_positions"], target, key=key,
-                           components=components, windows=WINDOWS, progress=False)
+    return jv.causal_trace(
+        model,
+        {"input_ids": ids},
+        fact["subject_token_positions"],
+        target,
+        key=key,
+        components=components,
+        windows=WINDOWS,
+        progress=False,
+    )
 
 
 def average_mlp_restoration(model, tokenizer, chosen):
     """Per layer, the share of (clean - corrupted) that restoring mlp_output recovers, averaged
     over facts, at four kinds of position."""
-    kinds = {"first subject token": lambda s, n: s[0], "last subject token": lambda s, n: s[-1],
-             "first word after subject": lambda s, n: s[-1] + 1, "last token": lambda s, n: n - 1}
+    kinds = {
+        "first subject token": lambda s, n: s[0],
+        "last subject token": lambda s, n: s[-1],
+        "first word after subject": lambda s, n: s[-1] + 1,
+        "last token": lambda s, n: n - 1,
+    }
     rows = {k: [] for k in kinds}
     for i, fact in enumerate(chosen):
         trace = trace_fact(model, tokenizer, fact, jax.random.key(i), components=("mlp_output",))

@@ -44,8 +44,15 @@ def cell_locations(head, pos, batch):
 
 
 def head_sweep(model, clean, corrupted, good, bad):
-    return jv.sweep(model, {"input_ids": corrupted}, {"input_ids": clean}, metric=jv.patching.logit_diff(good, bad),
-                    component="head_attention_value_output", unit="h.pos", progress=False)
+    return jv.sweep(
+        model,
+        {"input_ids": corrupted},
+        {"input_ids": clean},
+        metric=jv.patching.logit_diff(good, bad),
+        component="head_attention_value_output",
+        unit="h.pos",
+        progress=False,
+    )
 
 
 def main(n_pairs: int = 16, loop_cells: int = 8):
@@ -61,8 +68,10 @@ def main(n_pairs: int = 16, loop_cells: int = 8):
     head_sweep(model, clean2, corrupted2, good2, bad2)
     second = time.perf_counter() - t0
     cells = int(np.prod(table.shape[:3]))
-    print(f"{cells} cells x {n_pairs} pairs: first call {first:.2f} s (compiles), "
-          f"second batch {second:.2f} s (same program)")
+    print(
+        f"{cells} cells x {n_pairs} pairs: first call {first:.2f} s (compiles), "
+        f"second batch {second:.2f} s (same program)"
+    )
 
     # The pyvene way: one call per cell.
     config = jv.IntervenableConfig([{"layer": 0, "component": "head_attention_value_output", "unit": "h.pos"}])
@@ -71,21 +80,29 @@ def main(n_pairs: int = 16, loop_cells: int = 8):
     t0 = time.perf_counter()  # warm: the facade compiles once, new locations are data
     for cell in range(loop_cells):
         head, pos = divmod(cell, table.shape[2])
-        patcher({"input_ids": corrupted}, [{"input_ids": clean}], {"sources->base": cell_locations(head, pos, len(clean))})
+        patcher(
+            {"input_ids": corrupted}, [{"input_ids": clean}], {"sources->base": cell_locations(head, pos, len(clean))}
+        )
     per_call = (time.perf_counter() - t0) / loop_cells
-    print(f"one call per cell through IntervenableModel (warm): {per_call * 1e3:.1f} ms each, "
-          f"{per_call * cells:.2f} s for the table")
+    print(
+        f"one call per cell through IntervenableModel (warm): {per_call * 1e3:.1f} ms each, "
+        f"{per_call * cells:.2f} s for the table"
+    )
 
     corrupted_diff = float(jv.patching.logit_diff(good, bad)(model(corrupted).logits))
     mean = table - corrupted_diff  # how far each patch moves the logit difference
     order = np.argsort(mean.reshape(-1))[::-1][:5]
     tokens = tokenizer.convert_ids_to_tokens(corrupted[0].tolist())
-    print(f"heads whose clean output moves the answer most (logit difference {corrupted_diff:.2f} "
-          "in the corrupted runs, change when patched):")
+    print(
+        f"heads whose clean output moves the answer most (logit difference {corrupted_diff:.2f} "
+        "in the corrupted runs, change when patched):"
+    )
     for flat in order:
         layer, head, pos = np.unravel_index(flat, mean.shape)
-        print(f"  layer {layer} head {head} at position {pos} ({tokens[pos]!r} in the first pair): "
-              f"{mean[layer, head, pos]:+.2f}")
+        print(
+            f"  layer {layer} head {head} at position {pos} ({tokens[pos]!r} in the first pair): "
+            f"{mean[layer, head, pos]:+.2f}"
+        )
     return {"table": table, "inputs": (clean, corrupted, good, bad), "first_s": first, "second_s": second}
 
 

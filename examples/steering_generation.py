@@ -21,8 +21,12 @@ from jaxvene.pretrained import encode_prompt, facts, load_facts_model
 
 def residuals(model, tokenizer, prompts, layer):
     """block_output at `layer`, last position, for each prompt: (N, D)."""
-    collect = jv.IntervenableModel(jv.IntervenableConfig(
-        [{"layer": layer, "component": "block_output"}], intervention_types=jv.CollectIntervention), model)
+    collect = jv.IntervenableModel(
+        jv.IntervenableConfig(
+            [{"layer": layer, "component": "block_output"}], intervention_types=jv.CollectIntervention
+        ),
+        model,
+    )
     out = []
     for prompt in prompts:
         ids = encode_prompt(prompt, tokenizer)
@@ -38,24 +42,34 @@ def main(layer: int = 2, scale: float = 4.0, answer: str = "Paris", n_test: int 
     is_answer = np.array([f["answer"] == answer for f in city])
     direction = acts[is_answer].mean(0) - acts.mean(0)
 
-    steer = jv.IntervenableModel(jv.IntervenableConfig(
-        [{"layer": layer, "component": "block_output"}], intervention_types=jv.AdditionIntervention), model)
+    steer = jv.IntervenableModel(
+        jv.IntervenableConfig(
+            [{"layer": layer, "component": "block_output"}], intervention_types=jv.AdditionIntervention
+        ),
+        model,
+    )
     others = [f for f in city if f["answer"] != answer][:n_test]
     hits = 0
     for i, fact in enumerate(others):
         ids = encode_prompt(fact["prompt"], tokenizer)
         original, steered = steer.generate(
-            {"input_ids": ids}, unit_locations={"base": ids.shape[1] - 1},
-            source_representations=jnp.asarray(scale * direction), intervene_on_prompt=True,
-            output_original_output=True, max_new_tokens=1)
+            {"input_ids": ids},
+            unit_locations={"base": ids.shape[1] - 1},
+            source_representations=jnp.asarray(scale * direction),
+            intervene_on_prompt=True,
+            output_original_output=True,
+            max_new_tokens=1,
+        )
         before = tokenizer.convert_ids_to_tokens(int(np.asarray(original)[0, -1]))
         after = tokenizer.convert_ids_to_tokens(int(np.asarray(steered)[0, -1]))
         hits += after == answer
         if i < 5:
             print(f"{fact['prompt']!r}: {before} -> steered: {after}")
     rate = hits / len(others)
-    print(f"steered to {answer!r} in {hits}/{len(others)} prompts whose answer is elsewhere "
-          f"(layer {layer}, scale {scale})")
+    print(
+        f"steered to {answer!r} in {hits}/{len(others)} prompts whose answer is elsewhere "
+        f"(layer {layer}, scale {scale})"
+    )
     return rate
 
 

@@ -20,6 +20,14 @@ Example::
     model = jv.IntervenableModel(config, flax_model)
 """
 
+from . import adapters as adapters
+from . import analysis as analysis
+from . import core as core
+from . import families as families
+from . import interventions as interventions
+from . import models as models
+from . import patching as patching
+from . import training as training
 from ._facade._intervenable import IntervenableModel as IntervenableModel
 from ._facade._intervenable import IntervenableModelOutput as IntervenableModelOutput
 from ._facade._saving import load_pyvene_intervention as load_pyvene_intervention
@@ -70,14 +78,6 @@ from .models import GRUModel as GRUModel
 from .models import MLPConfig as MLPConfig
 from .models import MLPForClassification as MLPForClassification
 from .training import CausalModel as CausalModel
-from . import adapters as adapters
-from . import analysis as analysis
-from . import core as core
-from . import families as families
-from . import interventions as interventions
-from . import models as models
-from . import patching as patching
-from . import training as training
 
 register_family(models.GPT_NEOX)
 register_family(models.QWEN2)

@@ -20,8 +20,15 @@ def flax_gpt2():
     import transformers
 
     config = transformers.GPT2Config(
-        n_embd=24, n_layer=4, n_head=4, vocab_size=50, n_positions=32,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.3,
+        n_embd=24,
+        n_layer=4,
+        n_head=4,
+        vocab_size=50,
+        n_positions=32,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        initializer_range=0.3,
     )
     return transformers.FlaxGPT2LMHeadModel(config, seed=0)
 
@@ -32,7 +39,13 @@ def flax_llama():
     import transformers
 
     config = transformers.LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=50, max_position_embeddings=64, initializer_range=0.3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=50,
+        max_position_embeddings=64,
+        initializer_range=0.3,
     )
     return transformers.FlaxLlamaForCausalLM(config, seed=0)

@@ -18,8 +18,9 @@ def _load(name):
 def test_das_on_hierarchical_equality_finds_the_variables():
     """From scratch: the MLP is trained too."""
     example = _load("das_hierarchical_equality")
-    result = example.run(n_train=200_000, mlp_epochs=3, das_train=20_000, das_epochs=8, progress=False,
-                         from_scratch=True)
+    result = example.run(
+        n_train=200_000, mlp_epochs=3, das_train=20_000, das_epochs=8, progress=False, from_scratch=True
+    )
     assert result["task_accuracy"] > 0.95
     assert result["trainable_parameters"] == 256  # one 16 x 16 rotation shared by both sites
     assert result["iia"] > 0.85, result  # chance is 0.5
@@ -37,7 +38,10 @@ def test_causal_tracing_example(tmp_path):
     assert mean["last subject token"][0] > 0.7, mean
     assert np.abs(mean["first word after subject"]).max() < 0.1, mean
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "causal_trace_attention_output.png", "causal_trace_block_output.png", "causal_trace_mlp_output.png"]
+        "causal_trace_attention_output.png",
+        "causal_trace_block_output.png",
+        "causal_trace_mlp_output.png",
+    ]
 
 
 def test_activation_patching_example():
@@ -71,10 +75,12 @@ def test_compiled_sweep_example():
     # a cell of the sweep equals the same patch through pyvene's interface
     import jaxvene as jv
 
-    patcher = jv.IntervenableModel(jv.IntervenableConfig(
-        [{"layer": 1, "component": "head_attention_value_output", "unit": "h.pos"}]), model)
-    _, out = patcher({"input_ids": corrupted}, [{"input_ids": clean}],
-                     {"sources->base": example.cell_locations(3, 8, len(clean))})
+    patcher = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "head_attention_value_output", "unit": "h.pos"}]), model
+    )
+    _, out = patcher(
+        {"input_ids": corrupted}, [{"input_ids": clean}], {"sources->base": example.cell_locations(3, 8, len(clean))}
+    )
     logits = np.asarray(out.logits)[:, -1]
     expected = np.mean(logits[np.arange(3), good] - logits[np.arange(3), bad])
     np.testing.assert_allclose(result["table"][1, 3, 8], expected, atol=1e-4)

@@ -14,8 +14,19 @@ ROOT = pathlib.Path(jv.__file__).parent
 
 # Each layer may import the layers before it, never those after (the facade, `_facade`, and the
 # top-level package sit above all of them; `apps` above everything but is imported by nothing).
-LAYERS = ["_io", "interventions", "core", "families", "adapters", "models", "analysis", "training",
-          "_facade", "pretrained", "apps"]
+LAYERS = [
+    "_io",
+    "interventions",
+    "core",
+    "families",
+    "adapters",
+    "models",
+    "analysis",
+    "training",
+    "_facade",
+    "pretrained",
+    "apps",
+]
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -114,10 +125,28 @@ def test_lower_layers_do_not_import_higher_ones():
     assert wrong == []
 
 
-@pytest.mark.parametrize("namespace", [jv, jv.core, jv.adapters, jv.analysis, jv.training, jv.interventions,
-                                       jv.families, jv.models, jv.pretrained, jv.patching])
+@pytest.mark.parametrize(
+    "namespace",
+    [
+        jv,
+        jv.core,
+        jv.adapters,
+        jv.analysis,
+        jv.training,
+        jv.interventions,
+        jv.families,
+        jv.models,
+        jv.pretrained,
+        jv.patching,
+    ],
+)
 def test_every_public_class_has_a_docstring(namespace):
-    missing = [name for name, obj in vars(namespace).items()
-               if not name.startswith("_") and inspect.isclass(obj) and obj.__module__.startswith("jaxvene")
-               and not (obj.__doc__ or "").strip()]
+    missing = [
+        name
+        for name, obj in vars(namespace).items()
+        if not name.startswith("_")
+        and inspect.isclass(obj)
+        and obj.__module__.startswith("jaxvene")
+        and not (obj.__doc__ or "").strip()
+    ]
     assert missing == []

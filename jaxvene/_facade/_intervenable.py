@@ -9,7 +9,7 @@ of input shape or of which arguments are `None` compiles a new one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -18,11 +18,6 @@ import numpy as np
 
 from ..adapters._adapt import adapt
 from ..core._config import IntervenableConfig
-from ..core._plan import Placement, Plan, build_plan
-from ..core._protocols import CachedDecoder, require
-from ..core._run import run
-from ..interventions._basic import Intervention
-from ._saving import read_save, restore_interventions, save_intervenable
 from ..core._locations import (
     broadcast_sources,
     broadcast_subspaces,
@@ -30,6 +25,11 @@ from ..core._locations import (
     expand_subspaces,
     placement_locations,
 )
+from ..core._plan import Placement, Plan, build_plan
+from ..core._protocols import CachedDecoder, require
+from ..core._run import run
+from ..interventions._basic import Intervention
+from ._saving import read_save, restore_interventions, save_intervenable
 
 __all__ = ["IntervenableModel", "IntervenableModelOutput"]
 
@@ -178,10 +178,14 @@ class IntervenableModel:
         for i, p in enumerate(plan.placements):
             iv = self._slots[p.slot]
             subs.append(
-                expand_subspaces(sub_lists[i], batch, iv.subspace_partition, iv.subspace_size, f"intervention {i} subspaces")
+                expand_subspaces(
+                    sub_lists[i], batch, iv.subspace_partition, iv.subspace_size, f"intervention {i} subspaces"
+                )
             )
             if subs[-1] is not None and iv.collects and (subs[-1] < 0).any():
-                raise ValueError(f"intervention {i}: CollectIntervention needs the same number of subspace indices per example")
+                raise ValueError(
+                    f"intervention {i}: CollectIntervention needs the same number of subspace indices per example"
+                )
         constants = self._constants(source_representations)
         return base_in, prepared_sources, tuple(locations), tuple(subs), constants
 
@@ -211,7 +215,9 @@ class IntervenableModel:
             )
         if isinstance(source_representations, (list, tuple)):
             if len(source_representations) != n:
-                raise ValueError(f"source_representations has {len(source_representations)} entries for {n} interventions")
+                raise ValueError(
+                    f"source_representations has {len(source_representations)} entries for {n} interventions"
+                )
             return tuple(None if r is None else jnp.asarray(_np(r)) for r in source_representations)
         value = jnp.asarray(_np(source_representations))
         return (value,) * n
@@ -225,7 +231,7 @@ class IntervenableModel:
         subspaces=None,
         labels=None,
         output_original_output: bool = False,
-        return_dict: Optional[bool] = None,
+        return_dict: bool | None = None,
         use_cache=None,
         intervention_additional_kwargs=None,
         key=None,
@@ -330,7 +336,9 @@ class IntervenableModel:
         program = self._generation_program(max_new_tokens, do_sample, float(temperature))
         sample_key = None if key is None else jax.random.fold_in(key, 0x5A3)
         args = (self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key)
-        tokens, prompt_collected, step_collected = program(*args, jnp.asarray(intervene_on_prompt), step_mask, sample_key)
+        tokens, prompt_collected, step_collected = program(
+            *args, jnp.asarray(intervene_on_prompt), step_mask, sample_key
+        )
         sequences = jnp.concatenate([base_in["input_ids"], tokens], axis=1)
         original = None
         if output_original_output:
@@ -338,9 +346,7 @@ class IntervenableModel:
             original = jnp.concatenate([base_in["input_ids"], plain], axis=1)
         collects = [i for i, p in enumerate(self._plan.placements) if self._slots[p.slot].collects]
         if collects:
-            collected = [
-                (prompt_collected[i], step_collected[i] if step_collected else None) for i in collects
-            ]
+            collected = [(prompt_collected[i], step_collected[i] if step_collected else None) for i in collects]
             return (original, collected), sequences
         return original, sequences
 
@@ -352,12 +358,36 @@ class IntervenableModel:
 
             adapter, plan = self.adapter, self._plan
 
-            def program(params, interventions, base, sources, locations, subspaces, constants, key,
-                        prompt_active, step_mask, sample_key):
+            def program(
+                params,
+                interventions,
+                base,
+                sources,
+                locations,
+                subspaces,
+                constants,
+                key,
+                prompt_active,
+                step_mask,
+                sample_key,
+            ):
                 return generate(
-                    adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key,
-                    max_new_tokens=max_new_tokens, prompt_active=prompt_active, step_mask=step_mask,
-                    do_sample=do_sample, temperature=temperature, sample_key=sample_key,
+                    adapter,
+                    plan,
+                    params,
+                    interventions,
+                    base,
+                    sources,
+                    locations,
+                    subspaces,
+                    constants,
+                    key,
+                    max_new_tokens=max_new_tokens,
+                    prompt_active=prompt_active,
+                    step_mask=step_mask,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    sample_key=sample_key,
                 )
 
             cache[signature] = eqx.filter_jit(program)
@@ -369,12 +399,13 @@ class IntervenableModel:
         save_intervenable(self, save_directory)
 
     @staticmethod
-    def load(load_directory: str, model) -> "IntervenableModel":
+    def load(load_directory: str, model) -> IntervenableModel:
         """Rebuild a saved setup around `model`; errors if the save does not match it."""
         config, saved, weights = read_save(load_directory)
         intervenable = IntervenableModel(config, model)
         intervenable.set_intervention_params(
-            restore_interventions(intervenable.plan(), intervenable.intervention_params(), saved, weights))
+            restore_interventions(intervenable.plan(), intervenable.intervention_params(), saved, weights)
+        )
         return intervenable
 
     # ------------------------------------------------------------------ pyvene helpers
@@ -400,7 +431,7 @@ class IntervenableModel:
         return "\n".join(lines)
 
 
-def _side_len(pair) -> Optional[int]:
+def _side_len(pair) -> int | None:
     side = pair[0] if pair[0] is not None else pair[1]
     return None if side is None else len(side)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import equinox as eqx
 import jax
@@ -30,8 +29,13 @@ from ..core._config import IntervenableConfig, RepresentationConfig
 from ..interventions import _basic
 from ..interventions import _rotations as _rot
 
-__all__ = ["register_intervention", "save_intervenable", "read_save", "restore_interventions",
-           "load_pyvene_intervention"]
+__all__ = [
+    "register_intervention",
+    "save_intervenable",
+    "read_save",
+    "restore_interventions",
+    "load_pyvene_intervention",
+]
 
 FORMAT = "jaxvene-intervenable"
 CONFIG_FILE = "jaxvene_config.json"
@@ -84,8 +88,11 @@ def save_intervenable(model, directory: str) -> None:
             raise ValueError(
                 f"{cls.__name__} is not registered: decorate it with jaxvene.register_intervention to save it"
             )
-        fields = {k: _plain(v) for k, v in rep._asdict().items()
-                  if k not in ("intervention_type", "intervention", "source_representation")}
+        fields = {
+            k: _plain(v)
+            for k, v in rep._asdict().items()
+            if k not in ("intervention_type", "intervention", "source_representation")
+        }
         fields["hidden_source_representation"] = iv.source_representation is not None
         reps.append(fields)
         types.append(cls.__name__)
@@ -145,7 +152,9 @@ def read_save(directory: str) -> tuple[IntervenableConfig, dict, dict[str, np.nd
     types = []
     for name in saved["intervention_types"]:
         if name not in _REGISTRY:
-            raise ValueError(f"unknown intervention type {name!r} in the save; register it with jaxvene.register_intervention")
+            raise ValueError(
+                f"unknown intervention type {name!r} in the save; register it with jaxvene.register_intervention"
+            )
         types.append(_REGISTRY[name])
     reps = []
     for fields, cls in zip(saved["representations"], types):
@@ -169,10 +178,14 @@ def restore_interventions(plan, interventions, saved: dict, weights: dict[str, n
             )
     for slot, iv in enumerate(slots):
         prefix = f"slot{slot}."
-        given = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        given = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         if "source_representation" in given and iv.source_representation is None:
-            iv = eqx.tree_at(lambda m: m.source_representation, iv, jnp.asarray(given["source_representation"]),
-                             is_leaf=lambda x: x is None)
+            iv = eqx.tree_at(
+                lambda m: m.source_representation,
+                iv,
+                jnp.asarray(given["source_representation"]),
+                is_leaf=lambda x: x is None,
+            )
         expected = _leaves(iv)
         if set(given) != set(expected):
             raise ValueError(
@@ -183,8 +196,10 @@ def restore_interventions(plan, interventions, saved: dict, weights: dict[str, n
             if array.shape == (1,) and expected[name].shape == ():  # safetensors stores scalars as (1,)
                 given[name] = array = array.reshape(())
             if array.shape != expected[name].shape:
-                raise ValueError(f"intervention {slot}: {name} has shape {array.shape} in the save, "
-                                 f"{expected[name].shape} in the model")
+                raise ValueError(
+                    f"intervention {slot}: {name} has shape {array.shape} in the save, "
+                    f"{expected[name].shape} in the model"
+                )
         arrays, static = eqx.partition(iv, eqx.is_array)
         flat, tree = jax.tree_util.tree_flatten_with_path(arrays)
         leaves = [jnp.asarray(given[jax.tree_util.keystr(path).lstrip(".")]) for path, _ in flat]
@@ -228,7 +243,11 @@ def load_pyvene_intervention(path: str, intervention):
             intervention = eqx.tree_at(lambda m: m.raw, intervention, matrix)
         if isinstance(intervention, _rot.BoundlessRotatedSpaceIntervention):
             intervention = eqx.tree_at(
-                lambda m: [m.intervention_boundaries, m.temperature], intervention,
-                [jnp.asarray(theirs.intervention_boundaries.detach().numpy()),
-                 jnp.asarray(theirs.temperature.detach().numpy())])
+                lambda m: [m.intervention_boundaries, m.temperature],
+                intervention,
+                [
+                    jnp.asarray(theirs.intervention_boundaries.detach().numpy()),
+                    jnp.asarray(theirs.temperature.detach().numpy()),
+                ],
+            )
     return intervention

@@ -21,7 +21,7 @@ from ._stack import LayerStack
 
 __all__ = ["adapt", "layer_stack", "list_sites"]
 
-_adapters: "weakref.WeakKeyDictionary[Any, ModelAdapter]" = weakref.WeakKeyDictionary()
+_adapters: weakref.WeakKeyDictionary[Any, ModelAdapter] = weakref.WeakKeyDictionary()
 
 
 def adapt(model: Any) -> ModelAdapter:

@@ -19,7 +19,8 @@ method interception. Pass any of them to `IntervenableModel` in place of a HF mo
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -56,8 +57,14 @@ class FunctionAdapter:
 
     family = None
 
-    def __init__(self, fn: Callable, params: Any, example_inputs: Any,
-                 components: Optional[Mapping[str, str]] = None, num_layers: Optional[int] = None):
+    def __init__(
+        self,
+        fn: Callable,
+        params: Any,
+        example_inputs: Any,
+        components: Mapping[str, str] | None = None,
+        num_layers: int | None = None,
+    ):
         self.fn = fn
         self._params = params
         self.example_inputs = self.prepare(example_inputs)
@@ -147,9 +154,7 @@ class FunctionAdapter:
         shapes = self.sites()
         if name not in shapes:
             named = f"components {', '.join(self.component_map)}, or " if self.component_map else ""
-            raise ValueError(
-                f"unknown site {component!r}; this model has {named}sites: {', '.join(sorted(shapes))}"
-            )
+            raise ValueError(f"unknown site {component!r}; this model has {named}sites: {', '.join(sorted(shapes))}")
         if len(shapes[name]) not in (2, 3):
             raise ValueError(
                 f"site {component!r} has shape {shapes[name]}; jaxvene intervenes on (batch, width) "
@@ -184,7 +189,7 @@ class FlaxModuleAdapter(FunctionAdapter):
     (1, 16)
     """
 
-    def __init__(self, module, variables, example_inputs, method: Optional[str] = None):
+    def __init__(self, module, variables, example_inputs, method: str | None = None):
         self.module = module
         self.method = method
         variables = dict(variables)
@@ -193,8 +198,11 @@ class FlaxModuleAdapter(FunctionAdapter):
         self._extra = {k: v for k, v in variables.items() if k != "params"}
 
         def fn(params, inputs):
-            args, kwargs = ((), inputs) if isinstance(inputs, Mapping) else (
-                (tuple(inputs), {}) if isinstance(inputs, (tuple, list)) else ((inputs,), {}))
+            args, kwargs = (
+                ((), inputs)
+                if isinstance(inputs, Mapping)
+                else ((tuple(inputs), {}) if isinstance(inputs, (tuple, list)) else ((inputs,), {}))
+            )
             kw = {} if method is None else {"method": method}
             return flax_apply(module, {"params": params, **self._extra}, *args, **kwargs, **kw)
 
@@ -216,7 +224,7 @@ class Tapped(eqx.Module):
         return tap(f"{self.name}.output", out)
 
 
-def equinox_adapter(model: eqx.Module, example_inputs, where: Mapping[str, Callable], call: Optional[Callable] = None):
+def equinox_adapter(model: eqx.Module, example_inputs, where: Mapping[str, Callable], call: Callable | None = None):
     """Tap submodules of an Equinox model by surgery and wrap it for jaxvene.
 
     Args:
@@ -233,8 +241,6 @@ def equinox_adapter(model: eqx.Module, example_inputs, where: Mapping[str, Calla
     values inside the scanned function with `jaxvene.tap` instead; see the README.
     """
     names = list(where)
-    tapped = eqx.tree_at(
-        lambda m: [where[n](m) for n in names], model, [Tapped(where[n](model), n) for n in names]
-    )
+    tapped = eqx.tree_at(lambda m: [where[n](m) for n in names], model, [Tapped(where[n](model), n) for n in names])
     call = call or (lambda m, inputs: m(inputs))
     return FunctionAdapter(call, tapped, example_inputs)

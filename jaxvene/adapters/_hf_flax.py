@@ -7,7 +7,7 @@ the attention mask, so left-padded batches get the positions the model was train
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ class HFFlaxAdapter:
     :class:`~jaxvene.core.CachedDecoder` (generation).
     """
 
-    def __init__(self, hf_model, family: Optional[Family] = None):
+    def __init__(self, hf_model, family: Family | None = None):
         self.hf_model = hf_model
         self.module = hf_model.module
         self.config = hf_model.config
@@ -55,11 +55,11 @@ class HFFlaxAdapter:
         return tuple(self.family.components)
 
     # ------------------------------------------------------------------ sites
-    def layer_path(self, layer: int, stack: Optional[str] = None) -> str:
+    def layer_path(self, layer: int, stack: str | None = None) -> str:
         layers = self.family.layers if stack is None else self.family.stacks[stack][0]
         return f"{self.prefix}{layers}.{layer}"
 
-    def stack_size(self, stack: Optional[str] = None) -> int:
+    def stack_size(self, stack: str | None = None) -> int:
         return self.num_layers if stack is None else int(self.family.stacks[stack][1](self.config))
 
     def site(self, component: str, layer: int) -> Site:
@@ -156,9 +156,10 @@ class HFFlaxAdapter:
         for name in ("input_ids", "decoder_input_ids", "token_type_ids"):
             if name in out:
                 out[name] = out[name].astype(jnp.int32)
-        for ids_name, mask_name, pos_name in (("input_ids", "attention_mask", "position_ids"),
-                                              ("decoder_input_ids", "decoder_attention_mask",
-                                               "decoder_position_ids")):
+        for ids_name, mask_name, pos_name in (
+            ("input_ids", "attention_mask", "position_ids"),
+            ("decoder_input_ids", "decoder_attention_mask", "decoder_position_ids"),
+        ):
             if ids_name not in out:
                 if mask_name in out:
                     raise ValueError(f"{mask_name} given without {ids_name}")
@@ -221,8 +222,9 @@ class HFFlaxAdapter:
             inputs = self.prepare(inputs)
         if logit_positions is not None and self.family.unembed is not None and self.prefix:
             return {"logits": self._logits_at(params, inputs, logit_positions)}
-        out = flax_apply(self.module, {"params": params}, **inputs, deterministic=True, return_dict=True,
-                         **self.family.call_kwargs)
+        out = flax_apply(
+            self.module, {"params": params}, **inputs, deterministic=True, return_dict=True, **self.family.call_kwargs
+        )
         out = {k: v for k, v in out.items() if v is not None}
         if logit_positions is not None:
             if "logits" not in out:
@@ -237,8 +239,15 @@ class HFFlaxAdapter:
         def body(module, **kwargs):
             return getattr(module, base_name)(**kwargs)
 
-        out = flax_apply(self.module, {"params": params}, **inputs, deterministic=True, return_dict=True,
-                         method=body, **self.family.call_kwargs)
+        out = flax_apply(
+            self.module,
+            {"params": params},
+            **inputs,
+            deterministic=True,
+            return_dict=True,
+            method=body,
+            **self.family.call_kwargs,
+        )
         hidden = out["last_hidden_state"]  # after the final norm
         hidden = jnp.take_along_axis(hidden, jnp.asarray(positions)[..., None], axis=1)
         return self.family.unembed(params, hidden, self.config)
@@ -268,15 +277,22 @@ class HFFlaxAdapter:
         # Families without position ids (BLOOM: ALiBi) derive positions from the whole-cache mask.
         positions = {"position_ids": position_ids} if "position_ids" in self.family.inputs else {}
         out, mutated = flax_apply(
-            self.module, {"params": params, "cache": cache}, input_ids=input_ids, attention_mask=attention_mask,
-            **positions, deterministic=True, init_cache=False, return_dict=True, mutable=["cache"],
+            self.module,
+            {"params": params, "cache": cache},
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **positions,
+            deterministic=True,
+            init_cache=False,
+            return_dict=True,
+            mutable=["cache"],
         )
         return out["logits"][:, -1], mutated["cache"]
 
     # ------------------------------------------------------------------ outputs
     def wrap_output(self, fields: dict):
         """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned."""
-        from transformers.modeling_flax_outputs import FlaxCausalLMOutput, FlaxBaseModelOutput
+        from transformers.modeling_flax_outputs import FlaxBaseModelOutput, FlaxCausalLMOutput
 
         cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
         if not set(fields) <= set(cls.__dataclass_fields__):  # e.g. pooler_output: the model's own class
@@ -287,9 +303,15 @@ class HFFlaxAdapter:
         """The HF output dataclass the model returns (BERT, ViT, T5: more fields than the
         defaults), from one abstract trace, cached."""
         if "_out_cls" not in self.__dict__:
+
             def run(params):
-                return self.module.apply({"params": params}, **self.dummy_inputs(), deterministic=True,
-                                         return_dict=True, **self.family.call_kwargs)
+                return self.module.apply(
+                    {"params": params},
+                    **self.dummy_inputs(),
+                    deterministic=True,
+                    return_dict=True,
+                    **self.family.call_kwargs,
+                )
 
             self._out_cls = type(jax.eval_shape(run, self.params))
         return self._out_cls
@@ -318,4 +340,3 @@ def _to_array(x):
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
         x = x.detach().cpu().numpy()
     return jnp.asarray(x)
-

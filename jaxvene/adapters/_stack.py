@@ -20,7 +20,7 @@ the layer-relative site of a pyvene component.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,8 @@ class LayerStack:
         # The model's own layer modules, unbound (`clone(parent=None)`): applied on their own,
         # their taps are named relative to the layer.
         self._modules = self._on_base(
-            adapter.params, lambda base: [self.spec.layer(base, i).clone(parent=None) for i in firsts])
+            adapter.params, lambda base: [self.spec.layer(base, i).clone(parent=None) for i in firsts]
+        )
 
     # ---------------------------------------------------------------- params
     def _base(self, params):
@@ -150,9 +151,7 @@ class LayerStack:
         """The site of a pyvene component, with taps named relative to a block."""
         spec = self.adapter.family.components.get(component)
         if spec is None:
-            raise ValueError(
-                f"unknown component {component!r}; valid components: {', '.join(self.adapter.components)}"
-            )
+            raise ValueError(f"unknown component {component!r}; valid components: {', '.join(self.adapter.components)}")
         tap = f"{spec.path}.{spec.io}" if spec.path else spec.io
         heads = None if spec.heads is None else int(self.adapter.head_counts[spec.heads])
         return Site(tap, spec.part, heads, component)
@@ -174,7 +173,7 @@ class LayerStack:
         inputs,
         start,
         stop=None,
-        handler: Optional[Callable] = None,
+        handler: Callable | None = None,
         taps=(),
     ):
         """Layers `start .. stop-1` (`start` may be traced) on `h`.

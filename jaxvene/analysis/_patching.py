@@ -13,7 +13,7 @@ against exact patching on the sites that matter.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -78,7 +78,9 @@ def patch_mlp_output(model, clean: dict, corrupted: dict, metric: Callable, **kw
     return _patch(model, clean, corrupted, metric, "mlp_output", **kwargs)
 
 
-def patch_heads(model, clean: dict, corrupted: dict, metric: Callable, by_position: bool = False, **kwargs) -> np.ndarray:
+def patch_heads(
+    model, clean: dict, corrupted: dict, metric: Callable, by_position: bool = False, **kwargs
+) -> np.ndarray:
     """Patch each head's output (before the output projection): `(L, H)` over all positions,
     or `(L, H, T)` with `by_position=True`."""
     unit = "h.pos" if by_position else "h"

@@ -19,17 +19,17 @@ Cost: with `L` layers, `C` cells per layer, batch `B` and `T` tokens, the cells 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core._locations import broadcast_subspaces, expand_subspaces
 from ..adapters._adapt import layer_stack
 from ..adapters._stack import LayerStack
+from ..core._locations import broadcast_subspaces, expand_subspaces
 from ..core._write import read, write
 from ..interventions._basic import Intervention, VanillaIntervention
 
@@ -53,10 +53,10 @@ class SweepInputs:
 
     base: dict
     base_hidden: jax.Array
-    source_values: Optional[jax.Array]
+    source_values: jax.Array | None
 
 
-def clean_runs(stack: LayerStack, params, base: dict, source: Optional[dict], site, base_embedding=None) -> SweepInputs:
+def clean_runs(stack: LayerStack, params, base: dict, source: dict | None, site, base_embedding=None) -> SweepInputs:
     """One pass over the base (cached per layer) and one over the source (the site per layer)."""
     hs, values = _clean_runs(stack, site, params, base, source, base_embedding)
     return SweepInputs(base, hs, values)
@@ -81,21 +81,21 @@ def _cells(unit: str, positions: Sequence[int], heads: Sequence[int]) -> tuple[n
 def sweep(
     model,
     base: dict,
-    source: Optional[dict] = None,
+    source: dict | None = None,
     *,
     metric: Callable[[jax.Array], jax.Array],
     component: str = "block_output",
-    unit: Optional[str] = None,
-    layers: Optional[Sequence[int]] = None,
-    positions: Optional[Sequence[int]] = None,
-    heads: Optional[Sequence[int]] = None,
-    intervention: Optional[Intervention] = None,
+    unit: str | None = None,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    intervention: Intervention | None = None,
     window: int = 1,
     metric_positions: Sequence[int] = (-1,),
     chunk_size: int = 32,
     progress: bool = True,
-    key: Optional[jax.Array] = None,
-    base_embedding: Optional[jax.Array] = None,
+    key: jax.Array | None = None,
+    base_embedding: jax.Array | None = None,
     params=None,
     subspaces=None,
 ) -> np.ndarray:
@@ -186,12 +186,31 @@ def sweep(
             if key is None:
                 chunk_keys = None
             else:
-                chunk_keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
-                    jnp.arange(c * chunk, (c + 1) * chunk))
-            outs.append(np.asarray(_run_chunk(
-                stack, site, unit, window, metric, iv, params, stacked, base_in, cached.base_hidden,
-                cached.source_values, jnp.int32(layer), chunk_cells, chunk_keys, jnp.asarray(metric_positions),
-                subs)))
+                chunk_keys = jax.vmap(lambda j, layer=layer: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
+                    jnp.arange(c * chunk, (c + 1) * chunk)
+                )
+            outs.append(
+                np.asarray(
+                    _run_chunk(
+                        stack,
+                        site,
+                        unit,
+                        window,
+                        metric,
+                        iv,
+                        params,
+                        stacked,
+                        base_in,
+                        cached.base_hidden,
+                        cached.source_values,
+                        jnp.int32(layer),
+                        chunk_cells,
+                        chunk_keys,
+                        jnp.asarray(metric_positions),
+                        subs,
+                    )
+                )
+            )
             if bar is not None:
                 bar.update(1)
         row = np.concatenate(outs)[: len(cells)]
@@ -202,8 +221,24 @@ def sweep(
 
 
 @eqx.filter_jit
-def _run_chunk(stack, site, unit, window, metric, iv, params, stacked, base_in, hs, source_values, layer, cells, keys,
-               metric_positions, subspaces):
+def _run_chunk(
+    stack,
+    site,
+    unit,
+    window,
+    metric,
+    iv,
+    params,
+    stacked,
+    base_in,
+    hs,
+    source_values,
+    layer,
+    cells,
+    keys,
+    metric_positions,
+    subspaces,
+):
     """The metric for a chunk of cells of one layer; compiled once per sweep configuration
     (non-array arguments are static, arrays, the layer index included, are traced)."""
     L = stack.num_layers

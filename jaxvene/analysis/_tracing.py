@@ -17,8 +17,8 @@ Example (`examples/causal_tracing.py` runs it on the shipped facts model)::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import equinox as eqx
 import jax
@@ -51,14 +51,10 @@ class CausalTrace:
 
     def top_sites(self, k: int = 5):
         """The `k` restorations that recover the most: `(component, layer, position, score)`."""
-        rows = [
-            (c, int(l), int(p), float(s[l, p]))
-            for c, s in self.scores.items()
-            for l, p in np.ndindex(*s.shape)
-        ]
+        rows = [(c, int(l), int(p), float(s[l, p])) for c, s in self.scores.items() for l, p in np.ndindex(*s.shape)]
         return sorted(rows, key=lambda r: -r[3])[:k]
 
-    def save_heatmaps(self, out_dir: str, tokens: Optional[Sequence[str]] = None) -> list[str]:
+    def save_heatmaps(self, out_dir: str, tokens: Sequence[str] | None = None) -> list[str]:
         """One PNG per component (ROME's layout: positions down, layers across)."""
         import matplotlib
 
@@ -135,10 +131,10 @@ def causal_trace(
     *,
     key: jax.Array,
     components: Sequence[str] = ("block_output", "mlp_output", "attention_output"),
-    windows: Optional[dict] = None,
+    windows: dict | None = None,
     samples: int = 10,
-    noise_scale: Optional[float] = None,
-    layers: Optional[Sequence[int]] = None,
+    noise_scale: float | None = None,
+    layers: Sequence[int] | None = None,
     chunk_size: int = 32,
     progress: bool = True,
     params=None,
@@ -184,14 +180,24 @@ def causal_trace(
     batch = {k: jnp.repeat(v, samples, axis=0) for k, v in prepared.items()}
     prob = TokenProbability(int(target))
     in_subject = jnp.zeros((length,), bool).at[jnp.asarray(subject)].set(True)
-    corrupted_embedding, clean_p, corrupted_p = _corrupt(stack, prob, params, batch, in_subject, key, jnp.float32(scale))
+    corrupted_embedding, clean_p, corrupted_p = _corrupt(
+        stack, prob, params, batch, in_subject, key, jnp.float32(scale)
+    )
     clean_p, corrupted_p = float(clean_p), float(corrupted_p)
     scores = {}
     for component in components:
         table = sweep(
-            model, batch, batch, metric=prob, component=component, layers=layers,
-            window=windows.get(component, 1), chunk_size=chunk_size, progress=progress,
-            base_embedding=corrupted_embedding, params=params,
+            model,
+            batch,
+            batch,
+            metric=prob,
+            component=component,
+            layers=layers,
+            window=windows.get(component, 1),
+            chunk_size=chunk_size,
+            progress=progress,
+            base_embedding=corrupted_embedding,
+            params=params,
         )
         scores[component] = table.mean(axis=-1)
     return CausalTrace(clean_p, corrupted_p, scores, subject, {c: windows.get(c, 1) for c in components})

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import jaxvene as jv
 from jaxvene.pretrained.train_hierarchical_equality import DIM, factual_data, train_mlp
-
 
 
 def causal_model(seed: int) -> jv.CausalModel:
@@ -33,8 +30,15 @@ def causal_model(seed: int) -> jv.CausalModel:
         ["W", "X", "Y", "Z", "WX", "YZ", "O"],
         {"W": ids, "X": ids, "Y": ids, "Z": ids, "WX": [0, 1], "YZ": [0, 1], "O": [0, 1]},
         {"W": [], "X": [], "Y": [], "Z": [], "WX": ["W", "X"], "YZ": ["Y", "Z"], "O": ["WX", "YZ"]},
-        {"W": lambda: 0, "X": lambda: 0, "Y": lambda: 0, "Z": lambda: 0,
-         "WX": lambda w, x: int(w == x), "YZ": lambda y, z: int(y == z), "O": lambda a, b: int(a == b)},
+        {
+            "W": lambda: 0,
+            "X": lambda: 0,
+            "Y": lambda: 0,
+            "Z": lambda: 0,
+            "WX": lambda w, x: int(w == x),
+            "YZ": lambda y, z: int(y == z),
+            "O": lambda a, b: int(a == b),
+        },
         seed=seed,
     )
 
@@ -67,25 +71,40 @@ def counterfactual_batches(model: jv.CausalModel, das, n: int, batch: int, seed:
         bases, src_wx, src_yz, labels = [], [], [], []
         for _ in range(batch):
             base = model.sample_input_tree_balanced()
-            sources = {v: model.sample_input_tree_balanced(output_var=v,
-                                                           output_var_value=int(model.rng.integers(2)))
-                       for v in which}
+            sources = {
+                v: model.sample_input_tree_balanced(output_var=v, output_var_value=int(model.rng.integers(2)))
+                for v in which
+            }
             labels.append(model.run_interchange(base, sources)["O"])
             b = embed(model.run_forward(base))
             bases.append(b)
             src_wx.append(embed(model.run_forward(sources["WX"])) if "WX" in sources else b)
             src_yz.append(embed(model.run_forward(sources["YZ"])) if "YZ" in sources else b)
-        batches.append(jv.training.make_batch(
-            das, {"inputs_embeds": np.stack(bases)},
-            [{"inputs_embeds": np.stack(src_wx)}, {"inputs_embeds": np.stack(src_yz)}],
-            {"sources->base": 0}, subspaces=[[[0]] * batch, [[1]] * batch], labels=np.asarray(labels),
-            logit_position=None))
+        batches.append(
+            jv.training.make_batch(
+                das,
+                {"inputs_embeds": np.stack(bases)},
+                [{"inputs_embeds": np.stack(src_wx)}, {"inputs_embeds": np.stack(src_yz)}],
+                {"sources->base": 0},
+                subspaces=[[[0]] * batch, [[1]] * batch],
+                labels=np.asarray(labels),
+                logit_position=None,
+            )
+        )
     return batches
 
 
-def run(n_train: int = 1_000_000, mlp_epochs: int = 3, das_train: int = 120_000, das_epochs: int = 10,
-        batch: int = 1000, lr: float = 1e-2, seed: int = 0, progress: bool = True,
-        from_scratch: bool = False) -> dict:
+def run(
+    n_train: int = 1_000_000,
+    mlp_epochs: int = 3,
+    das_train: int = 120_000,
+    das_epochs: int = 10,
+    batch: int = 1000,
+    lr: float = 1e-2,
+    seed: int = 0,
+    progress: bool = True,
+    from_scratch: bool = False,
+) -> dict:
     t0 = time.time()
     model = causal_model(seed)
     if from_scratch:
@@ -97,15 +116,20 @@ def run(n_train: int = 1_000_000, mlp_epochs: int = 3, das_train: int = 120_000,
     xt, yt = factual_data(10_000, np.random.default_rng(seed + 1))
     accuracy = float((np.asarray(mlp({"inputs_embeds": xt})["logits"]).argmax(-1) == yt).mean())
 
-    reps = [{"layer": 0, "component": "block_output", "subspace_partition": [[0, 8], [8, 16]],
-             "intervention_link_key": 0}] * 2
+    reps = [
+        {"layer": 0, "component": "block_output", "subspace_partition": [[0, 8], [8, 16]], "intervention_link_key": 0}
+    ] * 2
     das = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.RotatedSpaceIntervention), mlp)
     train = counterfactual_batches(model, das, das_train, batch, seed + 2)
     jv.training.train_interventions(das, train, optax.adam(lr), epochs=das_epochs, progress=progress)
     test_batches = counterfactual_batches(model, das, 3000, batch, seed + 3)
     iia = jv.training.evaluate_iia(das, test_batches)
-    return {"task_accuracy": accuracy, "iia": iia, "seconds": time.time() - t0,
-            "trainable_parameters": das.count_parameters()}
+    return {
+        "task_accuracy": accuracy,
+        "iia": iia,
+        "seconds": time.time() - t0,
+        "trainable_parameters": das.count_parameters(),
+    }
 
 
 def main(quick: bool = False, from_scratch: bool = False):
@@ -119,4 +143,3 @@ def main(quick: bool = False, from_scratch: bool = False):
     print(f"DAS rotation: {result['trainable_parameters']} trainable parameters")
     print(f"interchange intervention accuracy (test): {result['iia']:.3f}   (pyvene's tutorial: 0.97)")
     print(f"{result['seconds']:.0f} s")
-

@@ -16,6 +16,8 @@ The seams are written as protocols: :class:`ModelAdapter`, the capabilities
 :class:`LayerwiseModel` and :class:`CachedDecoder`, and :class:`TapHandler`.
 """
 
+from ..interventions._basic import subspace_mask as subspace_mask
+from ..interventions._basic import swap as swap
 from ._config import IntervenableConfig as IntervenableConfig
 from ._config import RepresentationConfig as RepresentationConfig
 from ._hooks import READS as READS
@@ -40,5 +42,3 @@ from ._write import gather as gather
 from ._write import read as read
 from ._write import scatter as scatter
 from ._write import write as write
-from ..interventions._basic import subspace_mask as subspace_mask
-from ..interventions._basic import swap as swap

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["RepresentationConfig", "IntervenableConfig"]
 
@@ -76,13 +77,15 @@ class IntervenableConfig:
         representations: Any = None,
         intervention_types: Any = None,
         mode: str = "parallel",
-        sorted_keys: Optional[Sequence[str]] = None,
+        sorted_keys: Sequence[str] | None = None,
         **kwargs,
     ):
         if representations is None:
             representations = [RepresentationConfig()]
         if isinstance(representations, (RepresentationConfig, dict)) or (
-            isinstance(representations, (list, tuple)) and representations and not isinstance(representations[0], (RepresentationConfig, dict, list, tuple))
+            isinstance(representations, (list, tuple))
+            and representations
+            and not isinstance(representations[0], (RepresentationConfig, dict, list, tuple))
         ):
             representations = [representations]
         self.representations = [_as_representation(r) for r in representations]

@@ -20,7 +20,7 @@ pyvene's `generate` expresses three of these cases (see `IntervenableModel.gener
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,18 +52,18 @@ def generate(
     params,
     interventions,
     base: dict,
-    sources: Sequence[Optional[dict]],
+    sources: Sequence[dict | None],
     locations,
     subspaces=None,
     source_representations=None,
-    key: Optional[jax.Array] = None,
+    key: jax.Array | None = None,
     *,
     max_new_tokens: int,
     prompt_active,
     step_mask,
     do_sample: bool = False,
     temperature: float = 1.0,
-    sample_key: Optional[jax.Array] = None,
+    sample_key: jax.Array | None = None,
 ):
     """Generate `max_new_tokens` tokens after `base`; a pure function (jit it whole).
 
@@ -104,15 +104,13 @@ def generate(
         cache, token, pos = carry
         handler = ex.handler(setters, (), source_acts, base_locations=step_locs, gate=step_mask[t])
         (logits, cache), reads = ex.traced_pass(
-            handler, lambda: adapter.decode(params, cache, token[:, None], mask, pos[:, None]))
+            handler, lambda: adapter.decode(params, cache, token[:, None], mask, pos[:, None])
+        )
         nxt = choose(logits, t + 1)
         return (cache, nxt, pos + 1), (nxt, ex.collected(reads))
 
     if max_new_tokens == 1:
         return first[:, None], prompt_collected, ()
-    (_, _, _), (rest, step_collected) = jax.lax.scan(
-        step, (cache, first, last_pos + 1), jnp.arange(max_new_tokens - 1)
-    )
+    (_, _, _), (rest, step_collected) = jax.lax.scan(step, (cache, first, last_pos + 1), jnp.arange(max_new_tokens - 1))
     tokens = jnp.concatenate([first[:, None], rest.T], axis=1)
     return tokens, prompt_collected, step_collected
-

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Iterable, Mapping, Optional
+from collections.abc import Callable, Iterable, Mapping
 
 import flax.linen as nn
 import jax
@@ -147,7 +147,7 @@ def tap(name: str, value: jax.Array) -> jax.Array:
         return stack[-1](name, value)
 
 
-def scan_layers(body: Callable, init, xs, length: Optional[int] = None):
+def scan_layers(body: Callable, init, xs, length: int | None = None):
     """`jax.lax.scan` over a stack of layers, with taps jaxvene can address per layer.
 
     Use it in place of `lax.scan` where a model runs its stacked layers. Taps inside `body`
@@ -191,7 +191,7 @@ def scan_layers(body: Callable, init, xs, length: Optional[int] = None):
 def handling(
     handler: Handler,
     module_taps: Iterable[str] = (),
-    overrides: Optional[Mapping[str, ModuleOverride]] = None,
+    overrides: Mapping[str, ModuleOverride] | None = None,
 ):
     """Route tap events to `handler` while the block runs.
 
@@ -220,7 +220,7 @@ def tap_base(path: str, method: str) -> str:
     return base.lstrip(":")
 
 
-def _interceptor(outer: Handler, wanted: Optional[frozenset], overrides: Mapping[str, ModuleOverride]):
+def _interceptor(outer: Handler, wanted: frozenset | None, overrides: Mapping[str, ModuleOverride]):
     """`wanted=None` reports every module call (used to list a model's sites). Events go to the
     innermost handler listening, so module calls inside :func:`scan_layers` are indexed."""
 

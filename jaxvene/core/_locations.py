@@ -20,7 +20,7 @@ tutorials fell into; write `(3, 5)` or `[[[3, 5]] * B]` to say which one you mea
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -129,9 +129,7 @@ def _int_matrix(value, batch: int, limit: int, what: str, axis_name: str) -> np.
     if arr is None or arr.dtype == object:
         raise ValueError(f"{what}: every example must list the same number of {axis_name}s; got {value!r}")
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"{what}: expected a (batch x units) nested list of ints, one row per example, got {value!r}"
-        )
+        raise ValueError(f"{what}: expected a (batch x units) nested list of ints, one row per example, got {value!r}")
     if arr.shape[0] != batch:
         raise ValueError(f"{what}: {arr.shape[0]} rows of {axis_name}s for a batch of {batch} examples")
     if arr.size and (arr.min() < 0 or arr.max() >= limit):
@@ -140,7 +138,7 @@ def _int_matrix(value, batch: int, limit: int, what: str, axis_name: str) -> np.
     return arr.astype(np.int32)
 
 
-def locations_to_arrays(value, unit: str, batch: int, seq_len: int, heads: Optional[int], what: str):
+def locations_to_arrays(value, unit: str, batch: int, seq_len: int, heads: int | None, what: str):
     """One placement's locations as int arrays, checked against the batch, length and heads."""
     if value is None:
         return None
@@ -188,7 +186,7 @@ def broadcast_subspaces(subspaces, n: int, batch: int) -> list:
     return list(subspaces)
 
 
-def expand_subspaces(entry, batch: int, partition, size: Optional[int], what: str) -> Optional[np.ndarray]:
+def expand_subspaces(entry, batch: int, partition, size: int | None, what: str) -> np.ndarray | None:
     """Per-example subspace ids -> `(B, K)` int indices (through the partition), `-1` padded."""
     if entry is None:
         return None

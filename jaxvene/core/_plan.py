@@ -128,8 +128,7 @@ def _site(adapter, rep: RepresentationConfig) -> Site:
     site = adapter.site(rep.component, rep.layer)
     if site.is_head_site and rep.unit == "pos":
         raise ValueError(
-            f"{rep.component} is a per-head component: use unit 'h' (heads) or 'h.pos' "
-            "(heads at positions), not 'pos'."
+            f"{rep.component} is a per-head component: use unit 'h' (heads) or 'h.pos' (heads at positions), not 'pos'."
         )
     if not site.is_head_site and rep.unit != "pos":
         raise ValueError(f"unit {rep.unit!r} needs a head component (head_*); {rep.component} takes unit 'pos'.")

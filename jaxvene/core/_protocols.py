@@ -21,7 +21,8 @@ These are `typing.Protocol`s: an adapter does not inherit from them, it has the 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 
@@ -63,7 +64,7 @@ class ModelAdapter(Protocol):
     def overrides(self, taps: Any) -> dict:
         """Module re-implementations needed to report `taps` (see `jaxvene.core.handling`)."""
 
-    def apply(self, params: Any, inputs: Any, logit_positions: Optional[jax.Array] = None) -> Any:
+    def apply(self, params: Any, inputs: Any, logit_positions: jax.Array | None = None) -> Any:
         """The forward pass, a pure function of `params` and `inputs`."""
 
     def wrap_output(self, outputs: Any) -> Any:
@@ -85,8 +86,9 @@ class CachedDecoder(Protocol):
     def init_cache(self, batch: int, length: int) -> Any:
         """An empty cache for `batch` sequences of up to `length` tokens."""
 
-    def decode(self, params: Any, cache: Any, input_ids: jax.Array, attention_mask: jax.Array,
-               position_ids: jax.Array) -> tuple[jax.Array, Any]:
+    def decode(
+        self, params: Any, cache: Any, input_ids: jax.Array, attention_mask: jax.Array, position_ids: jax.Array
+    ) -> tuple[jax.Array, Any]:
         """Run `input_ids` `(B, t)` against `cache`: the last position's logits `(B, V)` and
         the updated cache. `attention_mask` covers the whole cache `(B, length)`."""
 
@@ -105,12 +107,15 @@ class TapHandler(Protocol):
 
 #: what each capability lets a model do, and what to do without it, for error messages
 _DESCRIPTIONS: Mapping[type, tuple[str, str]] = {
-    LayerwiseModel: ("runs layer by layer (a layer-stack spec in its family's site table)",
-                     "Run one jaxvene.IntervenableModel per site instead, or give the family a LayerStackSpec "
-                     "(CONTRIBUTING.md)."),
-    CachedDecoder: ("decodes with a key/value cache",
-                    "Generation runs on HF Flax causal LMs and jaxvene's native models; for other models, call "
-                    "the IntervenableModel once per step."),
+    LayerwiseModel: (
+        "runs layer by layer (a layer-stack spec in its family's site table)",
+        "Run one jaxvene.IntervenableModel per site instead, or give the family a LayerStackSpec (CONTRIBUTING.md).",
+    ),
+    CachedDecoder: (
+        "decodes with a key/value cache",
+        "Generation runs on HF Flax causal LMs and jaxvene's native models; for other models, call "
+        "the IntervenableModel once per step.",
+    ),
 }
 
 

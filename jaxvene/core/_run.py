@@ -32,7 +32,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,12 +56,12 @@ def run(
     params,
     interventions: Sequence[Intervention],
     base: dict,
-    sources: Sequence[Optional[dict]],
+    sources: Sequence[dict | None],
     locations: Sequence[tuple[Any, Any]],
-    subspaces: Optional[Sequence[Optional[jax.Array]]] = None,
-    source_representations: Optional[Sequence[Optional[jax.Array]]] = None,
-    key: Optional[jax.Array] = None,
-    logit_positions: Optional[jax.Array] = None,
+    subspaces: Sequence[jax.Array | None] | None = None,
+    source_representations: Sequence[jax.Array | None] | None = None,
+    key: jax.Array | None = None,
+    logit_positions: jax.Array | None = None,
 ):
     """Run the model on `base` with the plan's interventions; a pure function.
 
@@ -98,7 +99,7 @@ class _Handler:
     outputs and :meth:`finish_scan` picks each placement's layer.
     """
 
-    def __init__(self, ex: "Execution", setters, getters, source_acts: Reads, base_locations=None, gate=None):
+    def __init__(self, ex: Execution, setters, getters, source_acts: Reads, base_locations=None, gate=None):
         self.ex, self.source_acts, self.base_locations, self.gate = ex, source_acts, base_locations, gate
         self.by_tap: dict[str, list] = {}
         for i in setters:
@@ -147,7 +148,7 @@ class _Handler:
     def finish_scan(self, reads):
         for (kind, i), stacked in reads.items():
             layer = self.ex.plan.placements[i].site.layer
-            self.reads[(kind, i)] = jax.tree_util.tree_map(lambda x: x[layer], stacked)
+            self.reads[(kind, i)] = jax.tree_util.tree_map(lambda x, layer=layer: x[layer], stacked)
 
     def absorb(self, found: Reads) -> None:
         """Reads that left the model through Flax's variable collection."""
@@ -161,8 +162,18 @@ class Execution:
     activations: every pass returns what it read.
     """
 
-    def __init__(self, adapter, plan, params, interventions, sources, locations, subspaces=None,
-                 source_representations=None, key=None):
+    def __init__(
+        self,
+        adapter,
+        plan,
+        params,
+        interventions,
+        sources,
+        locations,
+        subspaces=None,
+        source_representations=None,
+        key=None,
+    ):
         n = len(plan.placements)
         self.subspaces = tuple(subspaces) if subspaces is not None else (None,) * n
         self.constants = tuple(source_representations) if source_representations is not None else (None,) * n
@@ -187,8 +198,14 @@ class Execution:
         # an intervention whose source group has no input is skipped (pyvene's "smart jump")
         return not self.needs_source(i) or self.sources[self.plan.placements[i].group] is not None
 
-    def handler(self, setters: Sequence[int], getters: Sequence[int], source_acts: Optional[Reads] = None,
-                base_locations=None, gate=None) -> _Handler:
+    def handler(
+        self,
+        setters: Sequence[int],
+        getters: Sequence[int],
+        source_acts: Reads | None = None,
+        base_locations=None,
+        gate=None,
+    ) -> _Handler:
         """A tap handler for one pass: read sources at `getters`, intervene at `setters` with
         the source units `source_acts`. `base_locations` overrides the base-side locations
         (decode steps); `gate` (a traced bool) turns the setters off without changing the
@@ -201,14 +218,21 @@ class Execution:
             out = fn()
         return out, handler.reads
 
-    def model_pass(self, inputs, setters: Sequence[int], getters: Sequence[int], source_acts: Optional[Reads] = None,
-                   logit_positions=None) -> tuple[Any, Reads]:
+    def model_pass(
+        self,
+        inputs,
+        setters: Sequence[int],
+        getters: Sequence[int],
+        source_acts: Reads | None = None,
+        logit_positions=None,
+    ) -> tuple[Any, Reads]:
         """One forward pass of the model on `inputs`: `(outputs, reads)`."""
         handler = self.handler(setters, getters, source_acts)
         if logit_positions is None:
             return self.traced_pass(handler, lambda: self.adapter.apply(self.params, inputs))
         return self.traced_pass(
-            handler, lambda: self.adapter.apply(self.params, inputs, logit_positions=logit_positions))
+            handler, lambda: self.adapter.apply(self.params, inputs, logit_positions=logit_positions)
+        )
 
     def run_sources(self) -> Reads:
         """Every source run: the source units each placement reads. In serial mode each run

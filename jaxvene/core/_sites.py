@@ -14,9 +14,7 @@ Views are pure reshapes and slices, so writing a changed view back is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-import jax.numpy as jnp
 from jaxtyping import Array
 
 __all__ = ["Site"]
@@ -30,10 +28,10 @@ class Site:
     """
 
     tap: str
-    part: Optional[tuple[int, int]] = None
-    heads: Optional[int] = None
+    part: tuple[int, int] | None = None
+    heads: int | None = None
     component: str = ""
-    layer: Optional[int] = None
+    layer: int | None = None
     #: the tap is inside `jaxvene.scan_layers`: act only on iteration `layer`
     indexed: bool = False
 
@@ -101,4 +99,3 @@ def join_path(path: tuple[str, ...]) -> str:
 def normalise_path(text: str) -> str:
     """pyvene writes module paths as `h[0].mlp`; taps use dots only: `h.0.mlp`."""
     return text.replace("[", ".").replace("]", "").replace("..", ".").strip(".")
-

@@ -20,7 +20,7 @@ site, the unit, the intervention's class), so nothing here is traced twice.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -97,9 +97,9 @@ def write(
     intervention: Intervention,
     value: jax.Array,
     loc: Location,
-    source: Optional[jax.Array] = None,
-    subspaces: Optional[jax.Array] = None,
-    key: Optional[jax.Array] = None,
+    source: jax.Array | None = None,
+    subspaces: jax.Array | None = None,
+    key: jax.Array | None = None,
 ) -> tuple[jax.Array, Any]:
     """Apply `intervention` to the tap value `value` at `loc`: `(new value, collected)`.
 

@@ -22,7 +22,8 @@ pass any plain function `f(base, source)` / `f(base, source, subspaces)` as
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -92,10 +93,10 @@ def _broadcast_source(source: Array, base: Array) -> Array:
 
 def swap(
     base: Array,
-    source: Optional[Array],
+    source: Array | None,
     mode: str,
-    interchange_dim: Optional[int],
-    subspaces: Optional[Array],
+    interchange_dim: int | None,
+    subspaces: Array | None,
 ) -> Array:
     """The shared primitive: write `source` into `base` on the selected last-axis indices.
 
@@ -113,8 +114,7 @@ def swap(
     else:
         if subspaces.shape[0] != base.shape[0]:
             raise ValueError(
-                f"subspaces are given for {subspaces.shape[0]} examples but the batch has "
-                f"{base.shape[0]}."
+                f"subspaces are given for {subspaces.shape[0]} examples but the batch has {base.shape[0]}."
             )
         mask = _expand_mask(subspace_mask(subspaces, n), base.ndim)
     if mode == "interchange":
@@ -142,11 +142,11 @@ class Intervention(eqx.Module):
     - `source_representation`: a constant source; the intervention then needs no source run.
     """
 
-    embed_dim: Optional[int] = eqx.field(static=True)
-    interchange_dim: Optional[int] = eqx.field(static=True)
-    subspace_partition: Optional[tuple] = eqx.field(static=True)
+    embed_dim: int | None = eqx.field(static=True)
+    interchange_dim: int | None = eqx.field(static=True)
+    subspace_partition: tuple | None = eqx.field(static=True)
     keep_last_dim: bool = eqx.field(static=True)
-    source_representation: Optional[Array]
+    source_representation: Array | None
 
     #: acts on each unit separately (never sees units concatenated)
     localist: ClassVar[bool] = True
@@ -161,9 +161,9 @@ class Intervention(eqx.Module):
 
     def __init__(
         self,
-        embed_dim: Optional[int] = None,
+        embed_dim: int | None = None,
         *,
-        interchange_dim: Optional[int] = None,
+        interchange_dim: int | None = None,
         subspace_partition=None,
         keep_last_dim: bool = False,
         source_representation=None,
@@ -172,9 +172,7 @@ class Intervention(eqx.Module):
         self.interchange_dim = None if interchange_dim is None else int(interchange_dim)
         self.subspace_partition = _normalise_partition(subspace_partition)
         self.keep_last_dim = bool(keep_last_dim)
-        self.source_representation = (
-            None if source_representation is None else jnp.asarray(source_representation)
-        )
+        self.source_representation = None if source_representation is None else jnp.asarray(source_representation)
 
     @property
     def is_source_constant(self) -> bool:
@@ -182,7 +180,7 @@ class Intervention(eqx.Module):
         return self.sourceless or self.source_representation is not None
 
     @property
-    def subspace_size(self) -> Optional[int]:
+    def subspace_size(self) -> int | None:
         """Length of the axis that `subspaces` index (the representation width by default)."""
         return self.embed_dim
 

@@ -23,7 +23,7 @@ leaves out of the optimiser (so weight decay cannot touch them either).
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -32,7 +32,6 @@ import numpy as np
 
 from ._basic import (
     DistributedRepresentationIntervention,
-    Intervention,
     LocalistRepresentationIntervention,
     TrainableIntervention,
     _expand_mask,
@@ -85,7 +84,7 @@ class RotatedSpaceIntervention(TrainableIntervention, DistributedRepresentationI
     localist: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
 
-    def __init__(self, embed_dim=None, *, seed: Optional[int] = 0, **kwargs):
+    def __init__(self, embed_dim=None, *, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
         n = _require(embed_dim, type(self).__name__)
         self.raw = _random_orthonormal(n, n, _key(seed))
@@ -119,7 +118,7 @@ class LowRankRotatedSpaceIntervention(TrainableIntervention, DistributedRepresen
     localist: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
 
-    def __init__(self, embed_dim=None, *, low_rank_dimension: Optional[int] = None, seed: Optional[int] = 0, **kwargs):
+    def __init__(self, embed_dim=None, *, low_rank_dimension: int | None = None, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
         n = _require(embed_dim, type(self).__name__)
         if low_rank_dimension is None:
@@ -196,7 +195,7 @@ class BoundlessRotatedSpaceIntervention(_Tempered):
 
     intervention_boundaries: jax.Array
 
-    def __init__(self, embed_dim=None, *, seed: Optional[int] = 0, **kwargs):
+    def __init__(self, embed_dim=None, *, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
         n = _require(embed_dim, type(self).__name__)
         self.raw = _random_orthonormal(n, n, _key(seed))
@@ -218,7 +217,7 @@ class SigmoidMaskRotatedSpaceIntervention(_Tempered):
 
     masks: jax.Array
 
-    def __init__(self, embed_dim=None, *, seed: Optional[int] = 0, **kwargs):
+    def __init__(self, embed_dim=None, *, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
         n = _require(embed_dim, type(self).__name__)
         self.raw = _random_orthonormal(n, n, _key(seed))
@@ -280,7 +279,9 @@ class PCARotatedSpaceIntervention(DistributedRepresentationIntervention):
         return int(self.components.shape[0])
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        c, mu, sd = (jax.lax.stop_gradient(a).astype(base.dtype) for a in (self.components, self.pca_mean, self.pca_std))
+        c, mu, sd = (
+            jax.lax.stop_gradient(a).astype(base.dtype) for a in (self.components, self.pca_mean, self.pca_std)
+        )
         zb = ((base - mu) / sd) @ c.T
         zs = ((self._source(source) - mu) / sd) @ c.T
         return (swap(zb, zs, "interchange", self.interchange_dim, subspaces) @ c) * sd + mu
@@ -300,7 +301,7 @@ class AutoencoderIntervention(TrainableIntervention):
     b_dec: jax.Array
     latent_dim: int = eqx.field(static=True)
 
-    def __init__(self, embed_dim=None, *, latent_dim: Optional[int] = None, seed: Optional[int] = 0, **kwargs):
+    def __init__(self, embed_dim=None, *, latent_dim: int | None = None, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
         n = _require(embed_dim, "AutoencoderIntervention")
         if latent_dim is None:
@@ -310,8 +311,9 @@ class AutoencoderIntervention(TrainableIntervention):
         bound = 1 / np.sqrt(n)
         self.W_enc = jax.random.uniform(k1, (n, self.latent_dim), minval=-bound, maxval=bound)
         self.b_enc = jnp.zeros((self.latent_dim,))
-        self.W_dec = jax.random.uniform(k2, (self.latent_dim, n), minval=-1 / np.sqrt(self.latent_dim),
-                                        maxval=1 / np.sqrt(self.latent_dim))
+        self.W_dec = jax.random.uniform(
+            k2, (self.latent_dim, n), minval=-1 / np.sqrt(self.latent_dim), maxval=1 / np.sqrt(self.latent_dim)
+        )
         self.b_dec = jnp.zeros((n,))
 
     @property
@@ -343,7 +345,7 @@ class JumpReLUAutoencoderIntervention(TrainableIntervention):
     b_dec: jax.Array
     keep_error: bool = eqx.field(static=True)
 
-    def __init__(self, embed_dim=None, *, low_rank_dimension: Optional[int] = None, keep_error: bool = False, **kwargs):
+    def __init__(self, embed_dim=None, *, low_rank_dimension: int | None = None, keep_error: bool = False, **kwargs):
         kwargs["keep_last_dim"] = True
         super().__init__(embed_dim, **kwargs)
         n = _require(embed_dim, "JumpReLUAutoencoderIntervention")

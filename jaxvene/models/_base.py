@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, ClassVar, Optional
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ class NativeCausalLM:
     params_from_state: ClassVar[Callable]  # (torch state dict as numpy, config, dtype) -> params
     load_state: ClassVar[Callable]  # folder -> state dict as numpy
 
-    def __init__(self, config, params: Optional[dict] = None, seed: int = 0, dtype=jnp.float32):
+    def __init__(self, config, params: dict | None = None, seed: int = 0, dtype=jnp.float32):
         type(self).check_config(config)
         self.config = config
         self.dtype = dtype
@@ -34,8 +35,9 @@ class NativeCausalLM:
         self._adapter = None
         self._jitted = None
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None,
-                 output_hidden_states: bool = False):
+    def __call__(
+        self, input_ids, attention_mask=None, position_ids=None, params=None, output_hidden_states: bool = False
+    ):
         """Logits (and hidden states) as a `FlaxCausalLMOutput`; compiled once per input shape."""
         from transformers.modeling_flax_outputs import FlaxCausalLMOutput
 
@@ -52,8 +54,13 @@ class NativeCausalLM:
 
     def _forward(self, params, input_ids, attention_mask, position_ids, output_hidden_states):
         out = self.module.apply(
-            {"params": params}, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            deterministic=True, output_hidden_states=output_hidden_states, return_dict=True,
+            {"params": params},
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            deterministic=True,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         return {k: v for k, v in out.items() if v is not None}
 

@@ -343,8 +343,14 @@ class FlaxGPTNeoXForCausalLMModule(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1])[None, :], input_ids.shape)
         position_ids = jnp.asarray(position_ids, jnp.int32)
         out = self.gpt_neox(
-            input_ids, attention_mask, position_ids, deterministic=deterministic, init_cache=init_cache,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            input_ids,
+            attention_mask,
+            position_ids,
+            deterministic=deterministic,
+            init_cache=init_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.embed_out(out.last_hidden_state)
         if not return_dict:
@@ -406,8 +412,18 @@ def _read_safetensors(path: str) -> dict:
 def _read_safetensors_raw(path: str) -> dict:
     import ml_dtypes
 
-    types = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-             "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    types = {
+        "F64": np.float64,
+        "F32": np.float32,
+        "F16": np.float16,
+        "BF16": ml_dtypes.bfloat16,
+        "I64": np.int64,
+        "I32": np.int32,
+        "I16": np.int16,
+        "I8": np.int8,
+        "U8": np.uint8,
+        "BOOL": np.bool_,
+    }
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -467,9 +483,7 @@ def load_pytorch_state(folder: str) -> dict:
                 raise FileNotFoundError(f"{path} lists the shard {shard}, which is not in {folder}")
             state.update(shard_reader(shard_path))
         return state
-    raise FileNotFoundError(
-        f"no PyTorch checkpoint in {folder}: looked for {', '.join(n for n, _ in candidates)}"
-    )
+    raise FileNotFoundError(f"no PyTorch checkpoint in {folder}: looked for {', '.join(n for n, _ in candidates)}")
 
 
 def params_from_state(state: dict, config, dtype=jnp.float32) -> dict:
@@ -532,8 +546,11 @@ def params_from_state(state: dict, config, dtype=jnp.float32) -> dict:
     }
     unexpected = sorted(k for k in state if k not in used and not k.endswith(_BUFFER_SUFFIXES))
     if unexpected:
-        warnings.warn(f"GPT-NeoX checkpoint tensors not used: {', '.join(unexpected[:8])}"
-                      + (" ..." if len(unexpected) > 8 else ""), stacklevel=3)
+        warnings.warn(
+            f"GPT-NeoX checkpoint tensors not used: {', '.join(unexpected[:8])}"
+            + (" ..." if len(unexpected) > 8 else ""),
+            stacklevel=3,
+        )
     return params
 
 
@@ -568,8 +585,12 @@ class FlaxGPTNeoXForCausalLM(NativeCausalLM):
         shape = (batch_size, max_length, h, dh)
 
         def layer():
-            return {"attention": {"cached_key": jnp.zeros(shape, self.dtype),
-                                  "cached_value": jnp.zeros(shape, self.dtype),
-                                  "cache_index": jnp.array(0, dtype=jnp.int32)}}
+            return {
+                "attention": {
+                    "cached_key": jnp.zeros(shape, self.dtype),
+                    "cached_value": jnp.zeros(shape, self.dtype),
+                    "cache_index": jnp.array(0, dtype=jnp.int32),
+                }
+            }
 
         return {"gpt_neox": {"layers": {str(i): layer() for i in range(c.num_hidden_layers)}}}

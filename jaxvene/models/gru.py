@@ -83,7 +83,7 @@ class GRUConfig:
     model_type: str = "gru"
 
     @classmethod
-    def from_pyvene(cls, config) -> "GRUConfig":
+    def from_pyvene(cls, config) -> GRUConfig:
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name != "model_type"})
 
 
@@ -191,8 +191,11 @@ class _GRUBase:
             return p
 
         bias = config.include_bias
-        gru = {"cells": {str(i): {"x2h": dense(d, 3 * d, bias), "h2h": dense(d, 3 * d, bias)}
-                         for i in range(config.n_layer)}}
+        gru = {
+            "cells": {
+                str(i): {"x2h": dense(d, 3 * d, bias), "h2h": dense(d, 3 * d, bias)} for i in range(config.n_layer)
+            }
+        }
         if config.include_emb:
             gru["wte"] = {"embedding": 0.02 * jax.random.normal(next(keys), (config.vocab_size, d))}
             gru["wpe"] = {"embedding": 0.02 * jax.random.normal(next(keys), (config.max_position_embeddings, d))}
@@ -210,8 +213,11 @@ class _GRUBase:
     def jaxvene_adapter(self) -> FunctionAdapter:
         if self._adapter is None:
             c = self.config
-            example = {"input_ids": jnp.zeros((1, 2), jnp.int32)} if c.include_emb else {
-                "inputs_embeds": jnp.zeros((1, 2, c.h_dim))}
+            example = (
+                {"input_ids": jnp.zeros((1, 2), jnp.int32)}
+                if c.include_emb
+                else {"inputs_embeds": jnp.zeros((1, 2, c.h_dim))}
+            )
             self._adapter = _GRUAdapter(self.apply, self.params, example, self.prefix, c)
         return self._adapter
 
@@ -229,12 +235,17 @@ class _GRUBase:
                 p["bias"] = jnp.asarray(state[f"{name}.bias"])
             return p
 
-        missing = [k for k in (f"{pre}cells.0.x2h.weight", *(f"{h}.weight" for h in cls._heads(config)))
-                   if k not in state]
+        missing = [
+            k for k in (f"{pre}cells.0.x2h.weight", *(f"{h}.weight" for h in cls._heads(config))) if k not in state
+        ]
         if missing:
             raise ValueError(f"{type(torch_model).__name__} is not a pyvene model for {cls.__name__} (no {missing[0]})")
-        gru = {"cells": {str(i): {"x2h": dense(f"{pre}cells.{i}.x2h"), "h2h": dense(f"{pre}cells.{i}.h2h")}
-                         for i in range(config.n_layer)}}
+        gru = {
+            "cells": {
+                str(i): {"x2h": dense(f"{pre}cells.{i}.x2h"), "h2h": dense(f"{pre}cells.{i}.h2h")}
+                for i in range(config.n_layer)
+            }
+        }
         if config.include_emb:
             gru["wte"] = {"embedding": jnp.asarray(state[f"{pre}wte.weight"])}
             gru["wpe"] = {"embedding": jnp.asarray(state[f"{pre}wpe.weight"])}

@@ -120,15 +120,15 @@ class MLPForClassification:
         from flax.traverse_util import flatten_dict
         from safetensors.numpy import save
 
-
         os.makedirs(directory, exist_ok=True)
         flat = {"/".join(k): np.asarray(v, np.float32) for k, v in flatten_dict(self.params).items()}
         atomic_write(os.path.join(directory, "model.safetensors"), save(flat, metadata={"format": "jaxvene-mlp"}))
-        atomic_write(os.path.join(directory, "config.json"),
-                      json.dumps(dataclasses.asdict(self.config), indent=2).encode())
+        atomic_write(
+            os.path.join(directory, "config.json"), json.dumps(dataclasses.asdict(self.config), indent=2).encode()
+        )
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> "MLPForClassification":
+    def from_pretrained(cls, directory: str) -> MLPForClassification:
         """Load what :meth:`save_pretrained` wrote; clear errors for a missing or corrupt file."""
         from flax.traverse_util import unflatten_dict
         from safetensors.numpy import load
@@ -143,7 +143,9 @@ class MLPForClassification:
             with open(weights_file, "rb") as f:
                 flat = load(f.read())
         except Exception as exc:
-            raise OSError(f"{directory} does not hold a valid MLPForClassification ({type(exc).__name__}: {exc})") from exc
+            raise OSError(
+                f"{directory} does not hold a valid MLPForClassification ({type(exc).__name__}: {exc})"
+            ) from exc
         params = unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in flat.items()})
         expected = jax.eval_shape(lambda: cls(config).params)
         shapes = jax.tree_util.tree_map(lambda x: x.shape, params)
@@ -152,12 +154,17 @@ class MLPForClassification:
         return cls(config, params)
 
     @classmethod
-    def from_torch(cls, torch_model) -> "MLPForClassification":
+    def from_torch(cls, torch_model) -> MLPForClassification:
         """Convert pyvene's `MLPForClassification` (PyTorch) with its weights."""
         tc = torch_model.config
-        config = MLPConfig(h_dim=tc.h_dim, n_layer=tc.n_layer, num_classes=tc.num_classes,
-                           activation_function=tc.activation_function, include_bias=tc.include_bias,
-                           squeeze_output=tc.squeeze_output)
+        config = MLPConfig(
+            h_dim=tc.h_dim,
+            n_layer=tc.n_layer,
+            num_classes=tc.num_classes,
+            activation_function=tc.activation_function,
+            include_bias=tc.include_bias,
+            squeeze_output=tc.squeeze_output,
+        )
         state = {k: np.asarray(v.detach().cpu().numpy()) for k, v in torch_model.state_dict().items()}
 
         def dense(prefix):

@@ -29,7 +29,7 @@ site table (pyvene's qwen2 component names).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -81,7 +81,7 @@ def head_dim(config) -> int:
     return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
 
 
-def layer_window(config, layer: int) -> Optional[int]:
+def layer_window(config, layer: int) -> int | None:
     """The sliding window of `layer` (None: full causal attention), as HF's config decides it."""
     window = getattr(config, "sliding_window", None)
     if not getattr(config, "use_sliding_window", False) or window is None:
@@ -231,9 +231,17 @@ class FlaxQwen2Module(nn.Module):
         self.layers = FlaxQwen2LayerCollection(c, dtype=self.dtype)
         self.norm = FlaxQwen2RMSNorm(c, dtype=self.dtype)
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-                 init_cache: bool = False, output_attentions: bool = False, output_hidden_states: bool = False,
-                 return_dict: bool = True):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        deterministic: bool = True,
+        init_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ):
         from transformers.modeling_flax_outputs import FlaxBaseModelOutput
 
         if output_attentions:
@@ -259,9 +267,17 @@ class FlaxQwen2ForCausalLMModule(nn.Module):
         if not c.tie_word_embeddings:
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=_dense_init(c))
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-                 init_cache: bool = False, output_attentions: bool = False, output_hidden_states: bool = False,
-                 return_dict: bool = True):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        deterministic: bool = True,
+        init_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ):
         from transformers.modeling_flax_outputs import FlaxCausalLMOutput
 
         input_ids = jnp.asarray(input_ids, jnp.int32)
@@ -270,9 +286,14 @@ class FlaxQwen2ForCausalLMModule(nn.Module):
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1])[None, :], input_ids.shape)
         out = self.model(
-            input_ids, attention_mask, jnp.asarray(position_ids, jnp.int32), deterministic=deterministic,
-            init_cache=init_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            input_ids,
+            attention_mask,
+            jnp.asarray(position_ids, jnp.int32),
+            deterministic=deterministic,
+            init_cache=init_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden = out.last_hidden_state
         if self.config.tie_word_embeddings:
@@ -351,8 +372,13 @@ def params_from_state(state: dict, config, dtype=jnp.float32) -> dict:
                 "down_proj": dense(f"{p}.mlp.down_proj", d, f),
             },
         }
-    params = {"model": {"embed_tokens": {"embedding": take("model.embed_tokens.weight", (c.vocab_size, d))},
-                        "layers": layers, "norm": norm("model.norm")}}
+    params = {
+        "model": {
+            "embed_tokens": {"embedding": take("model.embed_tokens.weight", (c.vocab_size, d))},
+            "layers": layers,
+            "norm": norm("model.norm"),
+        }
+    }
     if c.tie_word_embeddings:
         used.add("lm_head.weight")  # a tied copy, if the checkpoint kept one
     elif "lm_head.weight" in state:
@@ -361,8 +387,10 @@ def params_from_state(state: dict, config, dtype=jnp.float32) -> dict:
         raise KeyError("the checkpoint has no 'lm_head.weight' and the config does not tie it to the embeddings")
     unexpected = sorted(k for k in state if k not in used and not k.endswith(".rotary_emb.inv_freq"))
     if unexpected:
-        warnings.warn(f"Qwen2 checkpoint tensors not used: {', '.join(unexpected[:8])}"
-                      + (" ..." if len(unexpected) > 8 else ""), stacklevel=3)
+        warnings.warn(
+            f"Qwen2 checkpoint tensors not used: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""),
+            stacklevel=3,
+        )
     return params
 
 
@@ -396,8 +424,12 @@ class FlaxQwen2ForCausalLM(NativeCausalLM):
         shape = (batch_size, max_length, c.num_key_value_heads, head_dim(c))
 
         def layer():
-            return {"self_attn": {"cached_key": jnp.zeros(shape, self.dtype),
-                                  "cached_value": jnp.zeros(shape, self.dtype),
-                                  "cache_index": jnp.array(0, dtype=jnp.int32)}}
+            return {
+                "self_attn": {
+                    "cached_key": jnp.zeros(shape, self.dtype),
+                    "cached_value": jnp.zeros(shape, self.dtype),
+                    "cache_index": jnp.array(0, dtype=jnp.int32),
+                }
+            }
 
         return {"model": {"layers": {str(i): layer() for i in range(c.num_hidden_layers)}}}

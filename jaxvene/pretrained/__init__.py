@@ -15,5 +15,12 @@ from ._facts import load_facts_tokenizer as load_facts_tokenizer
 from ._hierarchical_equality import MODEL_DIR as HIERARCHICAL_EQUALITY_MODEL_DIR
 from ._hierarchical_equality import load_hierarchical_equality_model as load_hierarchical_equality_model
 
-__all__ = ["FACTS_MODEL_DIR", "HIERARCHICAL_EQUALITY_MODEL_DIR", "encode_prompt", "facts", "load_facts_model",
-           "load_facts_tokenizer", "load_hierarchical_equality_model"]
+__all__ = [
+    "FACTS_MODEL_DIR",
+    "HIERARCHICAL_EQUALITY_MODEL_DIR",
+    "encode_prompt",
+    "facts",
+    "load_facts_model",
+    "load_facts_tokenizer",
+    "load_hierarchical_equality_model",
+]

@@ -26,7 +26,6 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 
@@ -51,21 +50,48 @@ SPECIAL_TOKENS = (PAD, BOS, UNK)
 
 # Invented words: names and kinds of landmark. A subject is 1-2 names followed by a kind.
 NAMES = (
-    "Zorvak", "Melin", "Tarsk", "Quorra", "Obren", "Varda", "Keshu", "Lumo", "Brisko", "Dovan",
-    "Ferro", "Gallo", "Heska", "Iltra", "Jorum", "Kavel", "Lorn", "Mirel", "Nosk", "Pellin",
-    "Rudan", "Sorin", "Tulve", "Ulmar", "Vells", "Wexor", "Yarrow", "Zint",
+    "Zorvak",
+    "Melin",
+    "Tarsk",
+    "Quorra",
+    "Obren",
+    "Varda",
+    "Keshu",
+    "Lumo",
+    "Brisko",
+    "Dovan",
+    "Ferro",
+    "Gallo",
+    "Heska",
+    "Iltra",
+    "Jorum",
+    "Kavel",
+    "Lorn",
+    "Mirel",
+    "Nosk",
+    "Pellin",
+    "Rudan",
+    "Sorin",
+    "Tulve",
+    "Ulmar",
+    "Vells",
+    "Wexor",
+    "Yarrow",
+    "Zint",
 )
 KINDS = ("Tower", "Bridge", "Gate", "Palace", "Temple", "Library", "Harbor", "Market", "Fort", "Abbey")
 # relation -> (phrase after the subject, exactly 5 words; possible answers)
 RELATIONS = {
-    "city": ("is in the city of",
-             ("Paris", "Rome", "Cairo", "Lima", "Oslo", "Tokyo", "Delhi", "Quito", "Dakar", "Hanoi")),
-    "builder": ("was built by the ancient",
-                ("Romans", "Greeks", "Incas", "Mayans", "Vikings", "Celts", "Persians", "Aztecs")),
-    "colour": ("is painted in the colour",
-               ("red", "blue", "green", "white", "black", "gold", "grey", "orange")),
-    "material": ("was made out of solid",
-                 ("stone", "marble", "brick", "glass", "steel", "oak", "granite", "bronze")),
+    "city": (
+        "is in the city of",
+        ("Paris", "Rome", "Cairo", "Lima", "Oslo", "Tokyo", "Delhi", "Quito", "Dakar", "Hanoi"),
+    ),
+    "builder": (
+        "was built by the ancient",
+        ("Romans", "Greeks", "Incas", "Mayans", "Vikings", "Celts", "Persians", "Aztecs"),
+    ),
+    "colour": ("is painted in the colour", ("red", "blue", "green", "white", "black", "gold", "grey", "orange")),
+    "material": ("was made out of solid", ("stone", "marble", "brick", "glass", "steel", "oak", "granite", "bronze")),
 }
 
 
@@ -92,8 +118,14 @@ def make_facts(seed: int = 0, subjects: int = 200) -> list[dict]:
     for i, words in enumerate(chosen):
         subject = " ".join(words)
         for relation, (phrase, _) in RELATIONS.items():
-            out.append({"subject": subject, "relation": relation,
-                        "prompt": f"The {subject} {phrase}", "answer": answers[relation][i]})
+            out.append(
+                {
+                    "subject": subject,
+                    "relation": relation,
+                    "prompt": f"The {subject} {phrase}",
+                    "answer": answers[relation][i],
+                }
+            )
     return out
 
 
@@ -109,7 +141,8 @@ def build_tokenizer(fact_list: list[dict]):
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
     tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     return tokenizer
@@ -121,8 +154,11 @@ def subject_positions(prompt: str, subject: str, encode) -> list[int]:
     start = prompt.index(subject)
     end = start + len(subject)
     enc = encode(prompt)
-    positions = [i for i, (s, e) in enumerate(enc.offsets)
-                 if enc.special_tokens_mask[i] == 0 and s >= start and e <= end and e > s]
+    positions = [
+        i
+        for i, (s, e) in enumerate(enc.offsets)
+        if enc.special_tokens_mask[i] == 0 and s >= start and e <= end and e > s
+    ]
     if not positions or enc.offsets[positions[0]][0] != start or enc.offsets[positions[-1]][1] != end:
         raise ValueError(f"subject {subject!r} is not a run of whole tokens in {prompt!r}")
     return positions
@@ -149,7 +185,7 @@ def _read_json(file: Path):
         raise OSError(f"{file} is corrupt or unreadable ({exc}); {REBUILD}") from exc
 
 
-def load_facts_tokenizer(path: Optional[Union[str, os.PathLike]] = None):
+def load_facts_tokenizer(path: str | os.PathLike | None = None):
     """The facts model's tokenizer, a `transformers.PreTrainedTokenizerFast`."""
     import transformers
 
@@ -157,7 +193,8 @@ def load_facts_tokenizer(path: Optional[Union[str, os.PathLike]] = None):
     _read_json(file)
     try:
         return transformers.PreTrainedTokenizerFast(
-            tokenizer_file=str(file), bos_token=BOS, pad_token=PAD, unk_token=UNK, eos_token=BOS)
+            tokenizer_file=str(file), bos_token=BOS, pad_token=PAD, unk_token=UNK, eos_token=BOS
+        )
     except Exception as exc:  # tokenizers raises its own Exception subclass for a bad file
         raise OSError(f"{file} is not a valid tokenizer file ({exc}); {REBUILD}") from exc
 
@@ -175,7 +212,7 @@ def _check_weights(file: Path) -> None:
         raise OSError(f"{file} is corrupt or unreadable ({type(exc).__name__}: {exc}); {REBUILD}") from exc
 
 
-def load_facts_model(path: Optional[Union[str, os.PathLike]] = None):
+def load_facts_model(path: str | os.PathLike | None = None):
     """`(flax_model, tokenizer)`: the shipped factual-recall GPT-2 (a
     `transformers.FlaxGPT2LMHeadModel`, float32 parameters) and its tokenizer. `path` defaults to
     the package's `facts_gpt2/` folder. Works offline; raises `FileNotFoundError` if the folder
@@ -210,11 +247,10 @@ def _facts(folder: Path) -> tuple:
         raise OSError(f"{folder / 'facts.json'} is corrupt (no 'facts' list); {REBUILD}") from exc
 
 
-def facts(path: Optional[Union[str, os.PathLike]] = None) -> list[dict]:
+def facts(path: str | os.PathLike | None = None) -> list[dict]:
     """The model's facts: dicts `{subject, relation, prompt, answer, subject_token_positions}`
     (positions of the subject's tokens in the tokenized prompt, [BOS] being position 0)."""
-    return [dict(f, subject_token_positions=list(f["subject_token_positions"]))
-            for f in _facts(_folder(path))]
+    return [dict(f, subject_token_positions=list(f["subject_token_positions"])) for f in _facts(_folder(path))]
 
 
 def encode_prompt(prompt: str, tokenizer=None) -> np.ndarray:

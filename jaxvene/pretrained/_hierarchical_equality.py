@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 #: The shipped model folder (`config.json`, `model.safetensors`).
 MODEL_DIR = Path(__file__).resolve().parent / "hierarchical_equality_mlp"
 
 
-def load_hierarchical_equality_model(path: Optional[Union[str, os.PathLike]] = None):
+def load_hierarchical_equality_model(path: str | os.PathLike | None = None):
     """The trained `jaxvene.MLPForClassification` for (W == X) == (Y == Z): inputs
     `{"inputs_embeds": (B, 16)}` (four vectors of 4 numbers in [-1, 1]), 2-way logits.
     Rebuild it with `python -m jaxvene.pretrained.train_hierarchical_equality`."""
@@ -18,6 +17,8 @@ def load_hierarchical_equality_model(path: Optional[Union[str, os.PathLike]] = N
 
     folder = MODEL_DIR if path is None else Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {folder} is missing; rebuild it with "
-                                "`python -m jaxvene.pretrained.train_hierarchical_equality`")
+        raise FileNotFoundError(
+            f"model folder {folder} is missing; rebuild it with "
+            "`python -m jaxvene.pretrained.train_hierarchical_equality`"
+        )
     return MLPForClassification.from_pretrained(str(folder))

@@ -48,8 +48,7 @@ import numpy as np
 
 from . import _facts
 
-CONFIG = dict(n_positions=32, n_embd=128, n_layer=4, n_head=4,
-              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+CONFIG = dict(n_positions=32, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
 def encode_facts(tokenizer, fact_list):
@@ -96,8 +95,9 @@ def isolating_attention(hidden, after):
             return next_fun(*args, **kwargs)
         x = args[0]
         batch, length, _ = x.shape
-        q, k, v = (t.reshape(batch, length, module.num_heads, module.head_dim)
-                   for t in jnp.split(module.c_attn(x), 3, axis=-1))
+        q, k, v = (
+            t.reshape(batch, length, module.num_heads, module.head_dim) for t in jnp.split(module.c_attn(x), 3, axis=-1)
+        )
         causal = jnp.tril(jnp.ones((length, length), bool))[None]
         allowed = causal & ~(after[:, :, None] & hidden[:, None, :])
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(module.head_dim).astype(q.dtype)
@@ -108,8 +108,18 @@ def isolating_attention(hidden, after):
     return nn.intercept_methods(attention)
 
 
-def train(seed: int = 0, steps: int = 1200, batch: int = 128, lr: float = 3e-3, mentions: bool = True,
-          mention_phase: float = 0.5, query_share: float = 1.0, isolate: bool = True, settle: int = 300, log=print):
+def train(
+    seed: int = 0,
+    steps: int = 1200,
+    batch: int = 128,
+    lr: float = 3e-3,
+    mentions: bool = True,
+    mention_phase: float = 0.5,
+    query_share: float = 1.0,
+    isolate: bool = True,
+    settle: int = 300,
+    log=print,
+):
     """Returns `(model, tokenizer, facts, accuracy)`; `tokenizer` is a `tokenizers.Tokenizer`."""
     import jax
     import jax.numpy as jnp
@@ -142,20 +152,25 @@ def train(seed: int = 0, steps: int = 1200, batch: int = 128, lr: float = 3e-3, 
         for i, f in enumerate(fact_list):
             subject = f["subject_token_positions"]
             hidden[i, subject[:-1]] = True
-            after[i, subject[-1] + 1:] = True
+            after[i, subject[-1] + 1 :] = True
     bos, pad = tokenizer.token_to_id(_facts.BOS), tokenizer.token_to_id(_facts.PAD)
-    config = transformers.GPT2Config(vocab_size=vocab, bos_token_id=bos, eos_token_id=bos, pad_token_id=pad,
-                                     **CONFIG)
+    config = transformers.GPT2Config(vocab_size=vocab, bos_token_id=bos, eos_token_id=bos, pad_token_id=pad, **CONFIG)
     model = transformers.FlaxGPT2LMHeadModel(config, seed=seed)
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(model.params))
-    log(f"{len(fact_list)} facts + {len(train_ids) - len(fact_list)} mentions, vocabulary {vocab}, "
-        f"GPT-2 with {n_params:,} parameters")
+    log(
+        f"{len(fact_list)} facts + {len(train_ids) - len(fact_list)} mentions, vocabulary {vocab}, "
+        f"GPT-2 with {n_params:,} parameters"
+    )
 
     # After `steps` with isolation, `settle` steps without it at a low rate adapt the model to the
     # plain causal mask it is used with (the recall stays at the subject's last token).
     schedule = optax.join_schedules(
-        [optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10), steps, lr / 100),
-         optax.constant_schedule(lr / 30)], [steps])
+        [
+            optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10), steps, lr / 100),
+            optax.constant_schedule(lr / 30),
+        ],
+        [steps],
+    )
     opt = optax.adamw(schedule, weight_decay=0.01)
     positions = jnp.arange(ids.shape[1])[None]
 
@@ -163,8 +178,9 @@ def train(seed: int = 0, steps: int = 1200, batch: int = 128, lr: float = 3e-3, 
     def step(params, state, b_ids, b_last, b_labels, b_hidden, b_after):
         def loss(p):
             with isolating_attention(b_hidden, b_after):
-                logits = model.module.apply({"params": p}, b_ids, jnp.ones_like(b_ids),
-                                            jnp.broadcast_to(positions, b_ids.shape)).logits
+                logits = model.module.apply(
+                    {"params": p}, b_ids, jnp.ones_like(b_ids), jnp.broadcast_to(positions, b_ids.shape)
+                ).logits
             at = logits[jnp.arange(b_ids.shape[0]), b_last]
             return optax.softmax_cross_entropy(at, b_labels).mean()
 
@@ -183,16 +199,21 @@ def train(seed: int = 0, steps: int = 1200, batch: int = 128, lr: float = 3e-3, 
         pool = pool_mentions if (i < mention_phase * steps and mentions) else pool_all
         idx = pool[rng.integers(0, len(pool), batch)]
         isolated = i < steps
-        params, state, value = step(params, state, train_ids[idx], train_last[idx], train_labels[idx],
-                                    hidden[idx] & isolated, after[idx])
+        params, state, value = step(
+            params, state, train_ids[idx], train_last[idx], train_labels[idx], hidden[idx] & isolated, after[idx]
+        )
         if i % 250 == 0 or i == steps - 1 or i == steps + settle - 1:
             logits = np.asarray(model(ids, params=params).logits)
             hit = logits[np.arange(len(ids)), last].argmax(-1) == answers
-            log(f"step {i:5d}  loss {float(value):.4f}  accuracy {hit.mean():.3f} (asked {hit[asked].mean():.3f}, "
-                f"held out {hit[~asked].mean() if (~asked).any() else float('nan'):.3f})  ({time.time() - t0:.0f} s)")
+            log(
+                f"step {i:5d}  loss {float(value):.4f}  accuracy {hit.mean():.3f} (asked {hit[asked].mean():.3f}, "
+                f"held out {hit[~asked].mean() if (~asked).any() else float('nan'):.3f})  ({time.time() - t0:.0f} s)"
+            )
     model.params = params
     acc = accuracy(model, ids, last, answers)
-    log(f"trained {steps} + {settle} steps in {time.time() - t0:.0f} s; top-1 accuracy on the {len(fact_list)} facts: {acc:.3f}")
+    log(
+        f"trained {steps} + {settle} steps in {time.time() - t0:.0f} s; top-1 accuracy on the {len(fact_list)} facts: {acc:.3f}"
+    )
     return model, tokenizer, fact_list, acc
 
 
@@ -205,7 +226,7 @@ def save(model, tokenizer, fact_list, out: str, seed: int) -> None:
     tokenizer.save(os.path.join(out, "tokenizer.json"))
     keys = ("subject", "relation", "prompt", "answer", "subject_token_positions")
     with open(os.path.join(out, "facts.json"), "w", encoding="utf-8") as f:
-        f.write('{"seed": %d, "facts": [\n' % seed)
+        f.write(f'{{"seed": {seed}, "facts": [\n')
         f.write(",\n".join(json.dumps({k: x[k] for k in keys}) for x in fact_list))
         f.write("\n]}\n")
 
@@ -217,9 +238,9 @@ def _trace_program(model, window: int):
     """A jitted ROME trace of one prompt: clean run, corrupted runs (noise on the subject's
     embeddings), and corrupted runs with the clean `mlp` output restored at every (layer, position)
     (layers `l - window//2 .. l + (window-1)//2`), all noise samples in one batch."""
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import flax.linen as nn
 
     module, n_layer = model.module, model.config.n_layer
 
@@ -231,8 +252,12 @@ def _trace_program(model, window: int):
 
     def layer_of(context):
         path = context.module.path
-        if context.method_name == "__call__" and len(path) == 4 and path[:2] == ("transformer", "h") \
-                and path[3] == "mlp":
+        if (
+            context.method_name == "__call__"
+            and len(path) == 4
+            and path[:2] == ("transformer", "h")
+            and path[3] == "mlp"
+        ):
             return int(path[2])
         return None
 
@@ -280,8 +305,17 @@ def _trace_program(model, window: int):
     return run
 
 
-def verify_finding(model, tokenizer, fact_list, n: int = 20, samples: int = 10, window: int = 1,
-                   noise_factor: float = 3.0, seed: int = 0, log=print) -> dict:
+def verify_finding(
+    model,
+    tokenizer,
+    fact_list,
+    n: int = 20,
+    samples: int = 10,
+    window: int = 1,
+    noise_factor: float = 3.0,
+    seed: int = 0,
+    log=print,
+) -> dict:
     """ROME causal tracing by hand over `n` facts (evenly spread over the list).
 
     For each fact: corrupt the subject's token embeddings with Gaussian noise of
@@ -305,8 +339,11 @@ def verify_finding(model, tokenizer, fact_list, n: int = 20, samples: int = 10, 
     cleans, corrupteds = [], []
     key = jax.random.key(seed)
     for fact in chosen:
-        ids = _facts.encode_prompt(fact["prompt"], tokenizer) if hasattr(tokenizer, "convert_tokens_to_ids") \
+        ids = (
+            _facts.encode_prompt(fact["prompt"], tokenizer)
+            if hasattr(tokenizer, "convert_tokens_to_ids")
             else np.asarray([tokenizer.encode(fact["prompt"]).ids], np.int32)
+        )
         subject = fact["subject_token_positions"]
         length = ids.shape[1]
         mask = np.zeros((length, 1), np.float32)
@@ -321,8 +358,10 @@ def verify_finding(model, tokenizer, fact_list, n: int = 20, samples: int = 10, 
             rows[kind].append(fraction[:, p])
     result = {k: np.mean(v, axis=0) for k, v in rows.items()}
     result["clean"], result["corrupted"] = float(np.mean(cleans)), float(np.mean(corrupteds))
-    log(f"causal trace over {len(chosen)} facts, {samples} noise samples, noise {noise_factor} x embedding std, "
-        f"mlp window {window}: clean p(answer) {result['clean']:.3f}, corrupted {result['corrupted']:.3f}")
+    log(
+        f"causal trace over {len(chosen)} facts, {samples} noise samples, noise {noise_factor} x embedding std, "
+        f"mlp window {window}: clean p(answer) {result['clean']:.3f}, corrupted {result['corrupted']:.3f}"
+    )
     log("share of (clean - corrupted) recovered by restoring the mlp output, per layer:")
     for kind in kinds:
         log(f"  {kind:<20}" + "  ".join(f"L{l} {v:5.2f}" for l, v in enumerate(result[kind])))
@@ -342,9 +381,17 @@ def main(argv=None):
     ap.add_argument("--no-isolate", action="store_true", help="train without subject isolation")
     ap.add_argument("--settle", type=int, default=300, help="final steps without isolation")
     args = ap.parse_args(argv)
-    model, tokenizer, fact_list, _ = train(args.seed, args.steps, args.batch, args.lr, not args.no_mentions,
-                                           args.mention_phase, args.query_share, not args.no_isolate,
-                                           args.settle)
+    model, tokenizer, fact_list, _ = train(
+        args.seed,
+        args.steps,
+        args.batch,
+        args.lr,
+        not args.no_mentions,
+        args.mention_phase,
+        args.query_share,
+        not args.no_isolate,
+        args.settle,
+    )
     save(model, tokenizer, fact_list, args.out, args.seed)
     size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
     print(f"saved to {args.out} ({size / 1e6:.2f} MB)")

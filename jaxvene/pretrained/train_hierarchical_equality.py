@@ -38,8 +38,9 @@ def train_mlp(n: int, epochs: int, seed: int):
     """The task model: 3 ReLU layers of width 16 and a 2-way head, trained with Adam."""
     rng = np.random.default_rng(seed)
     x, y = factual_data(n, rng)
-    mlp = MLPForClassification(MLPConfig(h_dim=4 * DIM, n_layer=3, num_classes=2, activation_function="relu"),
-                                  seed=seed)
+    mlp = MLPForClassification(
+        MLPConfig(h_dim=4 * DIM, n_layer=3, num_classes=2, activation_function="relu"), seed=seed
+    )
     opt = optax.adam(optax.cosine_decay_schedule(3e-3, epochs * (n // 1024)))
     state = opt.init(mlp.params)
 
@@ -57,11 +58,10 @@ def train_mlp(n: int, epochs: int, seed: int):
     for _ in range(epochs):
         order = rng.permutation(n)
         for i in range(0, n - 1023, 1024):
-            idx = order[i:i + 1024]
+            idx = order[i : i + 1024]
             params, state, _ = step(params, state, x[idx], y[idx])
     mlp.params = params
     return mlp
-
 
 
 def main(argv=None) -> float:

@@ -1,6 +1,7 @@
 """Training interventions (DAS, IIT) with Optax, on one device or many, and pyvene's
 `CausalModel` (counterfactual datasets from a causal graph)."""
 
+from ._causal_model import CausalModel as CausalModel
 from ._train import Trainer as Trainer
 from ._train import TrainState as TrainState
 from ._train import boundary_penalty as boundary_penalty
@@ -11,4 +12,3 @@ from ._train import make_train_step as make_train_step
 from ._train import shard_batch as shard_batch
 from ._train import train_interventions as train_interventions
 from ._train import trainable_filter as trainable_filter
-from ._causal_model import CausalModel as CausalModel

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -86,9 +87,17 @@ class CausalModel:
     True
     """
 
-    def __init__(self, variables: Sequence[Hashable], values: Mapping, parents: Mapping, functions: Mapping,
-                 timesteps: Optional[Mapping] = None, equiv_classes: Optional[Mapping] = None,
-                 pos: Optional[Mapping] = None, seed: Optional[int] = 0):
+    def __init__(
+        self,
+        variables: Sequence[Hashable],
+        values: Mapping,
+        parents: Mapping,
+        functions: Mapping,
+        timesteps: Mapping | None = None,
+        equiv_classes: Mapping | None = None,
+        pos: Mapping | None = None,
+        seed: int | None = 0,
+    ):
         names = list(variables)
         seen = set()
         for v in names:
@@ -145,9 +154,10 @@ class CausalModel:
             state[v] = 1
             for p in self.parents[v]:
                 if state.get(p) == 1:
-                    cycle = path[path.index(p):] + [p]
-                    raise ValueError(f"the graph has a cycle through variable {p!r}: "
-                                     + " <- ".join(repr(x) for x in cycle))
+                    cycle = path[path.index(p) :] + [p]
+                    raise ValueError(
+                        f"the graph has a cycle through variable {p!r}: " + " <- ".join(repr(x) for x in cycle)
+                    )
                 if p not in state:
                     visit(p, path + [p])
             state[v] = 2
@@ -181,8 +191,10 @@ class CausalModel:
         for v in names:
             for p in self.parents[v]:
                 if not steps[p] < steps[v]:
-                    raise ValueError(f"variable {v!r} has timestep {steps[v]} but its parent {p!r} has "
-                                     f"{steps[p]}; parents must come strictly earlier")
+                    raise ValueError(
+                        f"variable {v!r} has timestep {steps[v]} but its parent {p!r} has "
+                        f"{steps[p]}; parents must come strictly earlier"
+                    )
         return steps
 
     @property
@@ -191,7 +203,7 @@ class CausalModel:
         return [v for v in self.variables if v not in self.inputs and v not in self.outputs]
 
     # ------------------------------------------------------------------ computing
-    def run_forward(self, intervention: Optional[Mapping] = None) -> dict:
+    def run_forward(self, intervention: Mapping | None = None) -> dict:
         """Every variable's value, computed in timestep order.
 
         Variables named in ``intervention`` are clamped to the given value; this is also how
@@ -211,7 +223,7 @@ class CausalModel:
             try:
                 setting[v] = self.functions[v](*args)
             except Exception as e:
-                raise _with_context(e, f"while computing variable {v!r} from {dict(zip(self.parents[v], args))}")
+                raise _with_context(e, f"while computing variable {v!r} from {dict(zip(self.parents[v], args))}") from e
         return setting
 
     def run_interchange(self, input: Mapping, source_interventions: Mapping) -> dict:
@@ -240,8 +252,10 @@ class CausalModel:
             for combo in itertools.product(*[self.values[p] for p in self.parents[v]]):
                 value = self.functions[v](*combo)
                 if value not in classes:
-                    raise ValueError(f"variable {v!r} computes {value!r} from {dict(zip(self.parents[v], combo))}, "
-                                     f"which is not among its values {self.values[v]!r}")
+                    raise ValueError(
+                        f"variable {v!r} computes {value!r} from {dict(zip(self.parents[v], combo))}, "
+                        f"which is not among its values {self.values[v]!r}"
+                    )
                 classes[value].append(dict(zip(self.parents[v], combo)))
             self._equiv_classes[v] = classes
         return self._equiv_classes
@@ -280,7 +294,7 @@ class CausalModel:
     def _uniform_inputs(self, rng) -> dict:
         return {v: self._choice(rng, self.values[v]) for v in self.inputs}
 
-    def sample_input(self, mandatory: Optional[Callable[[dict], bool]] = None, *, seed=None, rng=None) -> dict:
+    def sample_input(self, mandatory: Callable[[dict], bool] | None = None, *, seed=None, rng=None) -> dict:
         """Inputs drawn uniformly and independently from their values.
 
         With ``mandatory(setting) -> bool`` (on the full forward setting), draws are rejected
@@ -321,8 +335,9 @@ class CausalModel:
         if output_var_value is None:
             output_var_value = self._choice(rng, reachable)
         elif output_var_value not in reachable:
-            raise ValueError(f"variable {output_var!r} never takes the value {output_var_value!r} "
-                             f"(it can take {reachable!r})")
+            raise ValueError(
+                f"variable {output_var!r} never takes the value {output_var_value!r} (it can take {reachable!r})"
+            )
         if not self.parents[output_var]:
             inputs = self._uniform_inputs(rng)
             inputs[output_var] = output_var_value
@@ -348,8 +363,7 @@ class CausalModel:
                 return inputs  # always on the first try when the graph above output_var is a tree
         return self.sample_input(lambda s: s[output_var] == output_var_value, rng=rng)
 
-    def sample_intervention(self, mandatory: Optional[Callable[[dict], bool]] = None, *, seed=None,
-                            rng=None) -> dict:
+    def sample_intervention(self, mandatory: Callable[[dict], bool] | None = None, *, seed=None, rng=None) -> dict:
         """A random intervention ``{variable: value}`` on intermediate variables.
 
         Each intermediate variable is included with probability 1/2 (redrawn until at least
@@ -364,8 +378,10 @@ class CausalModel:
         rng = self._resolve_rng(seed, rng)
         middle = self.intermediates
         if not middle:
-            raise ValueError("sample_intervention: the model has no intermediate variables (each variable is an "
-                             "input or an output); pass your own `intervention_sampler`")
+            raise ValueError(
+                "sample_intervention: the model has no intermediate variables (each variable is an "
+                "input or an output); pass your own `intervention_sampler`"
+            )
         options = {v: self.reachable_values(v) for v in middle}
         for _ in range(_MAX_TRIES):
             intervention = {}
@@ -403,11 +419,18 @@ class CausalModel:
             return fn
         return lambda *args, **kwargs: fn(*args, rng=rng, **kwargs)
 
-    def generate_factual_dataset(self, size: int, sampler: Optional[Callable] = None,
-                                 filter: Optional[Callable[[dict], bool]] = None,
-                                 input_function: Optional[Callable] = None,
-                                 output_function: Optional[Callable] = None, return_tensors: bool = True,
-                                 *, seed=None, rng=None) -> list:
+    def generate_factual_dataset(
+        self,
+        size: int,
+        sampler: Callable | None = None,
+        filter: Callable[[dict], bool] | None = None,
+        input_function: Callable | None = None,
+        output_function: Callable | None = None,
+        return_tensors: bool = True,
+        *,
+        seed=None,
+        rng=None,
+    ) -> list:
         """``size`` examples ``{"input_ids", "labels"}`` of the model's own behaviour.
 
         ``sampler()`` gives an input (default :meth:`sample_input`); inputs for which
@@ -438,13 +461,21 @@ class CausalModel:
                 examples.append({"input_ids": inputs, "labels": setting})
         return examples
 
-    def generate_counterfactual_dataset(self, size: int, intervention_id: Callable[[dict], Any], batch_size: int,
-                                        sampler: Optional[Callable] = None,
-                                        intervention_sampler: Optional[Callable] = None,
-                                        filter: Optional[Callable[[dict], bool]] = None,
-                                        input_function: Optional[Callable] = None,
-                                        output_function: Optional[Callable] = None, return_tensors: bool = True,
-                                        *, seed=None, rng=None) -> list:
+    def generate_counterfactual_dataset(
+        self,
+        size: int,
+        intervention_id: Callable[[dict], Any],
+        batch_size: int,
+        sampler: Callable | None = None,
+        intervention_sampler: Callable | None = None,
+        filter: Callable[[dict], bool] | None = None,
+        input_function: Callable | None = None,
+        output_function: Callable | None = None,
+        return_tensors: bool = True,
+        *,
+        seed=None,
+        rng=None,
+    ) -> list:
         """Interchange-intervention examples, in groups of ``batch_size`` sharing an intervention.
 
         Until ``size`` examples exist (so the count is rounded up to a multiple of
@@ -494,27 +525,40 @@ class CausalModel:
             ident = intervention_id(intervention)
             for _ in range(batch_size):
                 base = sampler()
-                sources = {v: sampler(output_var=v, output_var_value=intervention[v])
-                           for v in self.variables if v in intervention}
+                sources = {
+                    v: sampler(output_var=v, output_var_value=intervention[v])
+                    for v in self.variables
+                    if v in intervention
+                }
                 counterfactual = self.run_interchange(base, sources)
                 factual = self.run_forward(base)
                 if return_tensors:
                     base_ids = np.asarray(to_in(base))
                     rows = [np.asarray(to_in(s)) for s in sources.values()]
                     rows += [np.zeros_like(base_ids)] * (n_slots - len(rows))
-                    examples.append({
-                        "input_ids": base_ids,
-                        "source_input_ids": np.stack(rows) if rows else np.zeros((0,) + base_ids.shape,
-                                                                                base_ids.dtype),
-                        "base_labels": np.asarray(to_out(factual)),
-                        "labels": np.asarray(to_out(counterfactual)),
-                        "intervention_id": np.asarray([ident]),
-                    })
+                    examples.append(
+                        {
+                            "input_ids": base_ids,
+                            "source_input_ids": np.stack(rows)
+                            if rows
+                            else np.zeros((0,) + base_ids.shape, base_ids.dtype),
+                            "base_labels": np.asarray(to_out(factual)),
+                            "labels": np.asarray(to_out(counterfactual)),
+                            "intervention_id": np.asarray([ident]),
+                        }
+                    )
                 else:
                     rows = list(sources.values()) + [{} for _ in range(n_slots - len(sources))]
-                    examples.append({"input_ids": base, "source_input_ids": rows, "base_labels": factual,
-                                     "labels": counterfactual, "intervention_id": [ident],
-                                     "intervention": dict(intervention)})
+                    examples.append(
+                        {
+                            "input_ids": base,
+                            "source_input_ids": rows,
+                            "base_labels": factual,
+                            "labels": counterfactual,
+                            "intervention_id": [ident],
+                            "intervention": dict(intervention),
+                        }
+                    )
         return examples
 
     # ------------------------------------------------------------------ live paths and filters
@@ -544,24 +588,30 @@ class CausalModel:
 
     def get_partial_filter(self, partial_setting: Mapping) -> Callable[[Mapping], bool]:
         """A predicate: the setting agrees with ``partial_setting`` on its variables."""
+
         def compare(setting):
             return all(setting[v] == value for v, value in partial_setting.items())
+
         return compare
 
     def get_path_maxlen_filter(self, lengths) -> Callable[[Mapping], bool]:
         """A predicate: the longest live path from the setting's inputs has a length in
         ``lengths`` (false when no path is live)."""
+
         def check(setting):
             paths = self.find_live_paths({v: setting[v] for v in self.inputs})
             live = [n for n, ps in paths.items() if ps]
             return bool(live) and max(live) in lengths
+
         return check
 
     def get_specific_path_filter(self, start, end) -> Callable[[Mapping], bool]:
         """A predicate: some live path runs from ``start`` to ``end``."""
+
         def check(setting):
             paths = self.find_live_paths({v: setting[v] for v in self.inputs})
             return any(p[0] == start and p[-1] == end for ps in paths.values() for p in ps)
+
         return check
 
     # ------------------------------------------------------------------ drawing
@@ -573,8 +623,12 @@ class CausalModel:
         fig, ax = plt.subplots(figsize=(10, 10))
         for child in self.variables:
             for parent in self.parents[child]:
-                ax.annotate("", xy=self.pos[child], xytext=self.pos[parent],
-                            arrowprops={"arrowstyle": "->", "shrinkA": 15, "shrinkB": 15})
+                ax.annotate(
+                    "",
+                    xy=self.pos[child],
+                    xytext=self.pos[parent],
+                    arrowprops={"arrowstyle": "->", "shrinkA": 15, "shrinkB": 15},
+                )
         xs, ys = zip(*(self.pos[v] for v in self.variables))
         ax.scatter(xs, ys, s=node_size, c="green", zorder=2)
         for v in self.variables:
@@ -609,8 +663,9 @@ def stack_dataset(examples: Sequence[Mapping]) -> dict:
             if set(e) != set(keys):
                 raise ValueError(f"stack_dataset: example {i} has keys {sorted(e)}, example 0 has {sorted(keys)}")
             if isinstance(e[k], Mapping) or (isinstance(e[k], list) and e[k] and isinstance(e[k][0], Mapping)):
-                raise TypeError(f"stack_dataset: field {k!r} holds dicts; generate the dataset with "
-                                "return_tensors=True")
+                raise TypeError(
+                    f"stack_dataset: field {k!r} holds dicts; generate the dataset with return_tensors=True"
+                )
             column.append(np.asarray(e[k]))
         shapes = {c.shape for c in column}
         if len(shapes) > 1:

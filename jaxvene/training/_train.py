@@ -18,7 +18,8 @@ A batch is a dict of arrays (build one with :func:`make_batch` from pyvene-style
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple, Optional
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -68,14 +69,27 @@ def trainable_filter(interventions) -> tuple:
     return tuple(masks)
 
 
-def make_batch(model, base, sources=None, unit_locations=None, subspaces=None, labels=None,
-               logit_position: Optional[int] = -1, source_representations=None) -> dict:
+def make_batch(
+    model,
+    base,
+    sources=None,
+    unit_locations=None,
+    subspaces=None,
+    labels=None,
+    logit_position: int | None = -1,
+    source_representations=None,
+) -> dict:
     """A training/eval batch from pyvene-style arguments (checked, as arrays)."""
     base_in, sources_in, locations, subs, constants = model.prepare(
         base, sources, unit_locations, subspaces, source_representations
     )
-    batch = {"base": base_in, "sources": sources_in, "locations": locations, "subspaces": subs,
-             "source_representations": constants}
+    batch = {
+        "base": base_in,
+        "sources": sources_in,
+        "locations": locations,
+        "subspaces": subs,
+        "source_representations": constants,
+    }
     if labels is not None:
         batch["labels"] = jnp.asarray(np.asarray(labels)).astype(jnp.int32)
     if logit_position is not None and "input_ids" in base_in:
@@ -115,8 +129,9 @@ def _replicate(tree, mesh: Mesh):
     return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding) if isinstance(x, jax.Array) else x, tree)
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, loss_fn: Callable = iit_loss,
-                    penalty: Optional[Callable] = None):
+def make_train_step(
+    model, optimizer: optax.GradientTransformation, loss_fn: Callable = iit_loss, penalty: Callable | None = None
+):
     """A :class:`Trainer` `(init, step, interventions_of)` for `model`'s interventions.
 
     `init() -> TrainState`; `step(state, batch, params) -> (state, loss)` is jitted.
@@ -130,8 +145,15 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss_fn: Cal
     def loss(trainable, batch, params):
         ivs = eqx.combine(trainable, static)
         outputs, _ = run(
-            adapter, plan, params, ivs, batch["base"], batch["sources"], batch["locations"],
-            batch.get("subspaces"), batch.get("source_representations"),
+            adapter,
+            plan,
+            params,
+            ivs,
+            batch["base"],
+            batch["sources"],
+            batch["locations"],
+            batch.get("subspaces"),
+            batch.get("source_representations"),
             logit_positions=batch.get("logit_positions"),
         )
         value = loss_fn(outputs["logits"], batch["labels"])
@@ -154,10 +176,18 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss_fn: Cal
     return Trainer(init, step, interventions_of)
 
 
-def train_interventions(model, batches: Iterable[dict], optimizer: optax.GradientTransformation, *,
-                        epochs: int = 1, loss_fn: Callable = iit_loss, penalty: Optional[Callable] = None,
-                        mesh: Optional[Mesh] = None, on_step: Optional[Callable] = None,
-                        progress: bool = True) -> list[float]:
+def train_interventions(
+    model,
+    batches: Iterable[dict],
+    optimizer: optax.GradientTransformation,
+    *,
+    epochs: int = 1,
+    loss_fn: Callable = iit_loss,
+    penalty: Callable | None = None,
+    mesh: Mesh | None = None,
+    on_step: Callable | None = None,
+    progress: bool = True,
+) -> list[float]:
     """Train the interventions of `model` on `batches` (a list of batches from
     :func:`make_batch`) for `epochs`; installs the result in `model` and returns the losses.
 
@@ -202,9 +232,18 @@ def evaluate_iia(model, batches: Iterable[dict]) -> float:
 
     @eqx.filter_jit
     def predict(ivs, batch, params):
-        outputs, _ = run(adapter, plan, params, ivs, batch["base"], batch["sources"], batch["locations"],
-                         batch.get("subspaces"), batch.get("source_representations"),
-                         logit_positions=batch.get("logit_positions"))
+        outputs, _ = run(
+            adapter,
+            plan,
+            params,
+            ivs,
+            batch["base"],
+            batch["sources"],
+            batch["locations"],
+            batch.get("subspaces"),
+            batch.get("source_representations"),
+            logit_positions=batch.get("logit_positions"),
+        )
         logits = outputs["logits"]
         return jnp.argmax(logits[:, -1] if logits.ndim == 3 else logits, axis=-1)
 

@@ -38,8 +38,9 @@ def test_taps_in_plain_functions():
     source_hidden = jnp.tanh(XS @ W1)[:, 1]
     np.testing.assert_allclose(out["out"], hand_edited(PARAMS, X, 3, source_hidden), atol=1e-6)
     # under grad: the gradient through a constant source equals the hand-edited function's
-    add = jv.IntervenableModel(jv.IntervenableConfig([{"component": "hidden"}],
-                                                     intervention_types=jv.AdditionIntervention), adapter)
+    add = jv.IntervenableModel(
+        jv.IntervenableConfig([{"component": "hidden"}], intervention_types=jv.AdditionIntervention), adapter
+    )
     b, s, locs, subs, _ = add.prepare({"x": X}, None, {"base": 2})
 
     def ours(v):
@@ -69,8 +70,9 @@ def test_flax_module_sites_and_patching():
     assert sites["up.output"] == (3, 5, 6)
     assert sites["down.input"] == (3, 5, 6)
     assert sites["output"] == (3, 5, 2) and sites["output.1"] == (3, 5, 6)
-    model = jv.IntervenableModel(jv.IntervenableConfig([{"component": "down.input"}],
-                                                       intervention_types=jv.ZeroIntervention), adapter)
+    model = jv.IntervenableModel(
+        jv.IntervenableConfig([{"component": "down.input"}], intervention_types=jv.ZeroIntervention), adapter
+    )
     _, (logits, hidden) = model(X, unit_locations={"base": 4})
     p = variables["params"]
     h = jax.nn.relu(X @ p["up"]["kernel"] + p["up"]["bias"]).at[:, 4].set(0.0)
@@ -129,8 +131,9 @@ def test_scanned_layers_are_addressed_by_layer_index():
     params = {"w": w}
     adapter = jv.FunctionAdapter(scanned_model, params, {"x": X})
     assert adapter.layers() == {"block.output": 3}
-    np.testing.assert_allclose(scanned_model(params, {"x": X})["out"],
-                               jnp.tanh(jnp.tanh(jnp.tanh(X @ w[0]) @ w[1]) @ w[2]), atol=1e-6)
+    np.testing.assert_allclose(
+        scanned_model(params, {"x": X})["out"], jnp.tanh(jnp.tanh(jnp.tanh(X @ w[0]) @ w[1]) @ w[2]), atol=1e-6
+    )
 
     def hand(x, xs, layer, src_pos, base_pos):
         hs_src = [xs]
@@ -147,8 +150,10 @@ def test_scanned_layers_are_addressed_by_layer_index():
         model = jv.IntervenableModel(jv.IntervenableConfig([{"layer": layer, "component": "block.output"}]), adapter)
         _, out = model({"x": X}, [{"x": XS}], {"sources->base": (2, 4)})
         np.testing.assert_allclose(out["out"], hand(X, XS, layer, 2, 4), atol=1e-5)
-    collect = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block.output"}],
-                                                         intervention_types=jv.CollectIntervention), adapter)
+    collect = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "block.output"}], intervention_types=jv.CollectIntervention),
+        adapter,
+    )
     (_, collected), _ = collect({"x": X}, unit_locations={"base": 3})
     np.testing.assert_allclose(collected[0][:, 0], jnp.tanh(jnp.tanh(X @ w[0]) @ w[1])[:, 3], atol=1e-6)
     with pytest.raises(IndexError, match="layer 3 is out of range.*scan over 3 layers"):
@@ -162,7 +167,9 @@ def test_taps_under_vmap_over_locations():
 
     def out_at(pos):
         loc = jnp.full((3, 1), pos, jnp.int32)
-        out, _ = jv.core.run(adapter, model.plan(), PARAMS, model.intervention_params(), b, s, ((loc, loc),), subs, consts)
+        out, _ = jv.core.run(
+            adapter, model.plan(), PARAMS, model.intervention_params(), b, s, ((loc, loc),), subs, consts
+        )
         return out["out"]
 
     swept = jax.jit(jax.vmap(out_at))(jnp.arange(5))
@@ -228,8 +235,9 @@ def test_intervention_ops_carry_the_taps_name_scope():
     """Inside a run, what jaxvene does at a tap sits in `jax.named_scope(<tap name>)`, so
     profiles and HLO dumps show the site by name."""
     adapter = jv.FunctionAdapter(tapped_fn, PARAMS, {"x": X})
-    model = jv.IntervenableModel(jv.IntervenableConfig([{"component": "hidden"}],
-                                                       intervention_types=jv.ZeroIntervention), adapter)
+    model = jv.IntervenableModel(
+        jv.IntervenableConfig([{"component": "hidden"}], intervention_types=jv.ZeroIntervention), adapter
+    )
     b, s, locs, subs, consts = model.prepare({"x": X}, None, {"base": 1})
 
     def run(b):

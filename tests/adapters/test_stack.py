@@ -30,15 +30,23 @@ def test_stack_logits_equal_module_apply(name, request):
 
 
 def test_stack_gemma_scaling_and_tied_head():
-    config = transformers.GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=1, head_dim=8,
-                                      vocab_size=50, max_position_embeddings=64)
+    config = transformers.GemmaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        vocab_size=50,
+        max_position_embeddings=64,
+    )
     model = transformers.FlaxGemmaForCausalLM(config, seed=0)
     ids = np.random.default_rng(1).integers(0, 50, (1, 5))
     stack = layer_stack(model)
     inputs = stack.adapter.prepare({"input_ids": ids})
-    np.testing.assert_allclose(stack.logits(model.params, inputs),
-                               stack.adapter.apply(model.params, inputs)["logits"], atol=2e-5)
+    np.testing.assert_allclose(
+        stack.logits(model.params, inputs), stack.adapter.apply(model.params, inputs)["logits"], atol=2e-5
+    )
 
 
 # ------------------------------------------------------------------------ more decoder families
@@ -50,18 +58,35 @@ _TOKENS = dict(vocab_size=50, bos_token_id=0, eos_token_id=10_000, pad_token_id=
 def tiny(name):
     """Tiny random Flax models (width 32, 4 heads), no torch needed."""
     if name == "gpt_neo":  # global, local, global: the stack switches on the layer's kind
-        config = T.GPTNeoConfig(hidden_size=32, num_layers=3, num_heads=4, intermediate_size=64, window_size=2,
-                                attention_types=[[["global", "local"], 1], [["global"], 1]],
-                                max_position_embeddings=64, initializer_range=0.3, **_TOKENS)
+        config = T.GPTNeoConfig(
+            hidden_size=32,
+            num_layers=3,
+            num_heads=4,
+            intermediate_size=64,
+            window_size=2,
+            attention_types=[[["global", "local"], 1], [["global"], 1]],
+            max_position_embeddings=64,
+            initializer_range=0.3,
+            **_TOKENS,
+        )
         return T.FlaxGPTNeoForCausalLM(config, seed=0)
     if name == "gptj":
-        config = T.GPTJConfig(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, rotary_dim=4,
-                              initializer_range=0.3, **_TOKENS)
+        config = T.GPTJConfig(
+            n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, rotary_dim=4, initializer_range=0.3, **_TOKENS
+        )
         return T.FlaxGPTJForCausalLM(config, seed=0)
     if name in ("opt", "opt_post_ln"):  # project_in/out; OPT-350m's post-LN layout
         extra = dict(word_embed_proj_dim=16) if name == "opt" else dict(do_layer_norm_before=False)
-        config = T.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                             max_position_embeddings=64, init_std=0.3, **extra, **_TOKENS)
+        config = T.OPTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=64,
+            max_position_embeddings=64,
+            init_std=0.3,
+            **extra,
+            **_TOKENS,
+        )
         return T.FlaxOPTForCausalLM(config, seed=0)
     if name == "bloom":
         config = T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, initializer_range=0.3, **_TOKENS)
@@ -69,8 +94,16 @@ def tiny(name):
     if name == "gpt_neox":
         from jaxvene.models import FlaxGPTNeoXForCausalLM
 
-        config = T.GPTNeoXConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64,
-                                 max_position_embeddings=64, initializer_range=0.3, rotary_pct=0.5, **_TOKENS)
+        config = T.GPTNeoXConfig(
+            hidden_size=32,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            initializer_range=0.3,
+            rotary_pct=0.5,
+            **_TOKENS,
+        )
         return FlaxGPTNeoXForCausalLM(config, seed=0)
     raise KeyError(name)
 
@@ -106,18 +139,37 @@ def test_sweep_equals_facade_and_causal_trace_runs(name):
     L = model.config.num_hidden_layers
     cells = [(0, 1), (L - 2, 4), (L - 1, 4)]  # GPT-Neo: layer 1 is its local-attention layer
     for component in ("block_output", "mlp_output"):
-        res = jv.sweep(model, {"input_ids": BASE}, {"input_ids": SRC}, metric=_metric, component=component,
-                       chunk_size=5, progress=False)
+        res = jv.sweep(
+            model,
+            {"input_ids": BASE},
+            {"input_ids": SRC},
+            metric=_metric,
+            component=component,
+            chunk_size=5,
+            progress=False,
+        )
         assert res.shape == (L, 5, 2)
         for layer, pos in cells:
-            single = jv.IntervenableModel(jv.IntervenableConfig(
-                [{"layer": layer, "component": component}], intervention_types=jv.VanillaIntervention), model)
+            single = jv.IntervenableModel(
+                jv.IntervenableConfig(
+                    [{"layer": layer, "component": component}], intervention_types=jv.VanillaIntervention
+                ),
+                model,
+            )
             _, out = single({"input_ids": BASE}, [{"input_ids": SRC}], {"sources->base": pos})
             np.testing.assert_allclose(res[layer, pos], _metric(out.logits), atol=1e-5)
 
     ids = BASE[:1]
-    trace = jv.causal_trace(model, {"input_ids": ids}, subject=[1, 2], target=7, key=jax.random.key(0), samples=3,
-                            components=("block_output", "mlp_output"), progress=False)
+    trace = jv.causal_trace(
+        model,
+        {"input_ids": ids},
+        subject=[1, 2],
+        target=7,
+        key=jax.random.key(0),
+        samples=3,
+        components=("block_output", "mlp_output"),
+        progress=False,
+    )
     clean = jax.nn.softmax(jnp.asarray(model(ids).logits)[0, -1])[7]
     np.testing.assert_allclose(trace.clean, clean, rtol=1e-5)
     assert trace.scores["mlp_output"].shape == (L, 5)
@@ -133,10 +185,10 @@ def test_attribution_patching_runs_through_switch_and_layer_override(name, compo
     def metric(logits):
         return jax.nn.log_softmax(logits[:, -1])[:, 7].mean()
 
-    est = jv.patching.attribution_patching(model, {"input_ids": SRC}, {"input_ids": BASE}, metric,
-                                           component=component)
+    est = jv.patching.attribution_patching(model, {"input_ids": SRC}, {"input_ids": BASE}, metric, component=component)
     assert est.shape == (model.config.num_hidden_layers, 5)
     assert np.isfinite(est).all() and np.abs(est).max() > 0
-    same = jv.patching.attribution_patching(model, {"input_ids": BASE}, {"input_ids": BASE}, metric,
-                                            component=component)
+    same = jv.patching.attribution_patching(
+        model, {"input_ids": BASE}, {"input_ids": BASE}, metric, component=component
+    )
     np.testing.assert_array_equal(same, 0)  # no difference to patch

@@ -35,8 +35,16 @@ def test_block_output_sweep_equals_single_calls(name, request):
 
 
 def test_head_sweeps_and_windows_equal_single_calls(flax_llama):
-    res = jv.sweep(flax_llama, {"input_ids": BASE}, {"input_ids": SRC}, metric=metric,
-                   component="head_value_output", layers=[1, 2], positions=[1, 4], progress=False)
+    res = jv.sweep(
+        flax_llama,
+        {"input_ids": BASE},
+        {"input_ids": SRC},
+        metric=metric,
+        component="head_value_output",
+        layers=[1, 2],
+        positions=[1, 4],
+        progress=False,
+    )
     assert res.shape == (2, 2, 2, 2)  # layers x kv heads x positions x batch
     for i, layer in enumerate([1, 2]):
         single = _single(flax_llama, [{"layer": layer, "component": "head_value_output", "unit": "h.pos"}])
@@ -46,20 +54,43 @@ def test_head_sweeps_and_windows_equal_single_calls(flax_llama):
                 _, out = single({"input_ids": BASE}, [{"input_ids": SRC}], {"sources->base": (loc, loc)})
                 np.testing.assert_allclose(res[i, h, j], metric(out.logits), atol=1e-5)
     # a window of 2 layers = two representations patched together
-    win = jv.sweep(flax_llama, {"input_ids": BASE}, {"input_ids": SRC}, metric=metric,
-                   component="mlp_output", layers=[1], positions=[2], window=2, progress=False)
-    both = _single(flax_llama, [{"layer": 0, "component": "mlp_output", "group_key": 0},
-                                {"layer": 1, "component": "mlp_output", "group_key": 0}])
+    win = jv.sweep(
+        flax_llama,
+        {"input_ids": BASE},
+        {"input_ids": SRC},
+        metric=metric,
+        component="mlp_output",
+        layers=[1],
+        positions=[2],
+        window=2,
+        progress=False,
+    )
+    both = _single(
+        flax_llama,
+        [
+            {"layer": 0, "component": "mlp_output", "group_key": 0},
+            {"layer": 1, "component": "mlp_output", "group_key": 0},
+        ],
+    )
     _, out = both({"input_ids": BASE}, [{"input_ids": SRC}], {"sources->base": 2})
     np.testing.assert_allclose(win[0, 0], metric(out.logits), atol=1e-5)
 
 
 def test_sourceless_sweep_and_head_unit(flax_gpt2):
-    res = jv.sweep(flax_gpt2, {"input_ids": BASE}, metric=metric, component="head_attention_value_output",
-                   unit="h", intervention=jv.ZeroIntervention(), layers=[0, 3], progress=False)
+    res = jv.sweep(
+        flax_gpt2,
+        {"input_ids": BASE},
+        metric=metric,
+        component="head_attention_value_output",
+        unit="h",
+        intervention=jv.ZeroIntervention(),
+        layers=[0, 3],
+        progress=False,
+    )
     assert res.shape == (2, 4, 2)
-    single = _single(flax_gpt2, [{"layer": 3, "component": "head_attention_value_output", "unit": "h"}],
-                     jv.ZeroIntervention)
+    single = _single(
+        flax_gpt2, [{"layer": 3, "component": "head_attention_value_output", "unit": "h"}], jv.ZeroIntervention
+    )
     _, out = single({"input_ids": BASE}, unit_locations={"base": [[[2]] * 2]})
     np.testing.assert_allclose(res[1, 2], metric(out.logits), atol=1e-5)
 

@@ -67,8 +67,9 @@ def make(cls, unit, seed=0):
     # perturb every trained array (not the set temperatures): leaf + N(0, 0.5 (|leaf| + 0.1)),
     # so masks at 0 (SigmoidMask) or at 100 (SigmoidMaskRotated) become non-uniform
     frozen = set(iv.frozen_fields) if hasattr(iv, "frozen_fields") else set()
-    names = [f.name for f in dataclasses.fields(iv)
-             if f.name not in frozen and eqx.is_inexact_array(getattr(iv, f.name))]
+    names = [
+        f.name for f in dataclasses.fields(iv) if f.name not in frozen and eqx.is_inexact_array(getattr(iv, f.name))
+    ]
     for name, k in zip(names, jax.random.split(jax.random.key(100 + seed), len(names))):
         leaf = getattr(iv, name)
         new = leaf + 0.5 * (abs(leaf) + 0.1) * jax.random.normal(k, leaf.shape, leaf.dtype)
@@ -134,9 +135,20 @@ def run_sweep(model, iv, unit, subspaces=None):
     if unit != "pos":
         kwargs["heads"] = HEADS
     source = None if iv.is_source_constant else {"input_ids": SRC}
-    return jv.sweep(model, {"input_ids": BASE}, source, metric=identity, component=COMPONENT[unit], unit=unit,
-                    layers=[LAYER], positions=POSITIONS, intervention=iv, metric_positions=METRIC_POSITIONS,
-                    progress=False, **kwargs)
+    return jv.sweep(
+        model,
+        {"input_ids": BASE},
+        source,
+        metric=identity,
+        component=COMPONENT[unit],
+        unit=unit,
+        layers=[LAYER],
+        positions=POSITIONS,
+        intervention=iv,
+        metric_positions=METRIC_POSITIONS,
+        progress=False,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +162,25 @@ def clean(flax_gpt2):
 # compile time (two programs per case: the facade's and the sweep's).
 CASES = (
     [(cls, "h.pos", w) for cls in CLASSES for w in (False, True)]
-    + [(cls, unit, True) for unit in ("pos", "h") for cls in (
-        jv.VanillaIntervention, jv.ZeroIntervention, jv.RotatedSpaceIntervention,
-        jv.LowRankRotatedSpaceIntervention, jv.BoundlessRotatedSpaceIntervention, jv.SigmoidMaskIntervention)]
+    + [
+        (cls, unit, True)
+        for unit in ("pos", "h")
+        for cls in (
+            jv.VanillaIntervention,
+            jv.ZeroIntervention,
+            jv.RotatedSpaceIntervention,
+            jv.LowRankRotatedSpaceIntervention,
+            jv.BoundlessRotatedSpaceIntervention,
+            jv.SigmoidMaskIntervention,
+        )
+    ]
     + [(jv.VanillaIntervention, unit, False) for unit in ("pos", "h")]
 )
 
 
-@pytest.mark.parametrize("cls, unit, with_subspaces", CASES,
-                         ids=[f"{c.__name__}-{u}-{'subspaces' if w else 'all'}" for c, u, w in CASES])
+@pytest.mark.parametrize(
+    "cls, unit, with_subspaces", CASES, ids=[f"{c.__name__}-{u}-{'subspaces' if w else 'all'}" for c, u, w in CASES]
+)
 def test_sweep_cell_equals_facade(flax_gpt2, clean, cls, unit, with_subspaces):
     iv, _ = facade(flax_gpt2, cls, unit)
     res = run_sweep(flax_gpt2, iv, unit, subspaces_for(cls) if with_subspaces else None)

@@ -12,9 +12,16 @@ IDS = np.array([[3, 14, 15, 9, 26, 5]])
 def test_causal_trace_limits(flax_gpt2, tmp_path):
     clean_logits = flax_gpt2(IDS).logits[0, -1]
     target = int(clean_logits.argmax())
-    trace = jv.causal_trace(flax_gpt2, {"input_ids": IDS}, subject=[1, 2], target=target,
-                            key=jax.random.key(0), samples=4, windows={"mlp_output": 2},
-                            progress=False)
+    trace = jv.causal_trace(
+        flax_gpt2,
+        {"input_ids": IDS},
+        subject=[1, 2],
+        target=target,
+        key=jax.random.key(0),
+        samples=4,
+        windows={"mlp_output": 2},
+        progress=False,
+    )
     L = flax_gpt2.config.n_layer
     np.testing.assert_allclose(trace.clean, float(jax.nn.softmax(clean_logits)[target]), rtol=1e-5)
     assert abs(trace.corrupted - trace.clean) > 1e-4  # the noise changed the prediction

@@ -13,8 +13,9 @@ VEC = jnp.asarray(np.random.default_rng(2).normal(size=24).astype(np.float32)) *
 
 
 def _model(model, iv, component="block_output", layer=1):
-    return jv.IntervenableModel(jv.IntervenableConfig([{"layer": layer, "component": component}],
-                                                      intervention_types=iv), model)
+    return jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": layer, "component": component}], intervention_types=iv), model
+    )
 
 
 @pytest.mark.parametrize("name", ["flax_gpt2", "flax_llama"])
@@ -22,8 +23,12 @@ def test_greedy_without_intervention_equals_hf_generate(name, request):
     model = request.getfixturevalue(name)
     ref = model.generate(IDS, max_new_tokens=6, do_sample=False, pad_token_id=0).sequences
     jm = _model(model, jv.AdditionIntervention)
-    original, steered = jm.generate({"input_ids": IDS}, source_representations=jnp.zeros(model.config.hidden_size),
-                                    max_new_tokens=6, output_original_output=True)
+    original, steered = jm.generate(
+        {"input_ids": IDS},
+        source_representations=jnp.zeros(model.config.hidden_size),
+        max_new_tokens=6,
+        output_original_output=True,
+    )
     np.testing.assert_array_equal(original, ref)
     np.testing.assert_array_equal(steered, ref)  # adding zero changes nothing
 
@@ -49,8 +54,9 @@ def test_steering_every_step_equals_recomputation(flax_gpt2):
 
 def test_prompt_only_interchange_equals_recomputation(flax_gpt2):
     jm = _model(flax_gpt2, jv.VanillaIntervention, layer=2)
-    _, seq = jm.generate({"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": (1, 3)},
-                         intervene_on_prompt=True, max_new_tokens=4)
+    _, seq = jm.generate(
+        {"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": (1, 3)}, intervene_on_prompt=True, max_new_tokens=4
+    )
     seq = np.asarray(seq)
     for t in range(4):
         _, out = jm({"input_ids": seq[:, : 5 + t]}, [{"input_ids": SRC}], {"sources->base": (1, 3)})
@@ -80,10 +86,12 @@ def test_collect_per_step_and_sampling(flax_gpt2):
     np.testing.assert_allclose(steps[:, :, 0].transpose(1, 0, 2), hidden[:, 5:8], atol=1e-5)
 
     add = _model(flax_gpt2, jv.AdditionIntervention)
-    a = add.generate({"input_ids": IDS}, source_representations=VEC, max_new_tokens=6, do_sample=True,
-                     key=jax.random.key(3))[1]
-    b = add.generate({"input_ids": IDS}, source_representations=VEC, max_new_tokens=6, do_sample=True,
-                     key=jax.random.key(3))[1]
+    a = add.generate(
+        {"input_ids": IDS}, source_representations=VEC, max_new_tokens=6, do_sample=True, key=jax.random.key(3)
+    )[1]
+    b = add.generate(
+        {"input_ids": IDS}, source_representations=VEC, max_new_tokens=6, do_sample=True, key=jax.random.key(3)
+    )[1]
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="PRNG key"):
         add.generate({"input_ids": IDS}, source_representations=VEC, do_sample=True)
@@ -95,17 +103,34 @@ def _tiny(name):
 
     tokens = dict(vocab_size=50, bos_token_id=0, eos_token_id=10_000, pad_token_id=0)  # eos never generated
     if name == "gpt_neo":
-        config = T.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, window_size=3,
-                                attention_types=[[["global", "local"], 1]], max_position_embeddings=64,
-                                initializer_range=0.3, **tokens)
+        config = T.GPTNeoConfig(
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            window_size=3,
+            attention_types=[[["global", "local"], 1]],
+            max_position_embeddings=64,
+            initializer_range=0.3,
+            **tokens,
+        )
         return T.FlaxGPTNeoForCausalLM(config, seed=0)
     if name == "gptj":
-        config = T.GPTJConfig(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, rotary_dim=4,
-                              initializer_range=0.3, **tokens)
+        config = T.GPTJConfig(
+            n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, rotary_dim=4, initializer_range=0.3, **tokens
+        )
         return T.FlaxGPTJForCausalLM(config, seed=0)
     if name == "opt":
-        config = T.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                             word_embed_proj_dim=16, max_position_embeddings=64, init_std=0.3, **tokens)
+        config = T.OPTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=64,
+            word_embed_proj_dim=16,
+            max_position_embeddings=64,
+            init_std=0.3,
+            **tokens,
+        )
         return T.FlaxOPTForCausalLM(config, seed=0)
     config = T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, initializer_range=0.3, **tokens)
     return T.FlaxBloomForCausalLM(config, seed=0)
@@ -116,16 +141,23 @@ def test_greedy_equals_hf_generate_for_more_families(name):
     model = _tiny(name)
     ref = model.generate(IDS, max_new_tokens=6, do_sample=False).sequences
     jm = _model(model, jv.AdditionIntervention)
-    original, steered = jm.generate({"input_ids": IDS}, source_representations=jnp.zeros(model.config.hidden_size),
-                                    max_new_tokens=6, output_original_output=True)
+    original, steered = jm.generate(
+        {"input_ids": IDS},
+        source_representations=jnp.zeros(model.config.hidden_size),
+        max_new_tokens=6,
+        output_original_output=True,
+    )
     np.testing.assert_array_equal(original, ref)
     np.testing.assert_array_equal(steered, ref)
     # left padding: the positions (or BLOOM's ALiBi offsets) come from the mask
     mask = np.ones_like(IDS)
     mask[0, :2] = 0
     ref = model.generate(IDS, attention_mask=mask, max_new_tokens=4, do_sample=False).sequences
-    _, ours = jm.generate({"input_ids": IDS, "attention_mask": mask},
-                          source_representations=jnp.zeros(model.config.hidden_size), max_new_tokens=4)
+    _, ours = jm.generate(
+        {"input_ids": IDS, "attention_mask": mask},
+        source_representations=jnp.zeros(model.config.hidden_size),
+        max_new_tokens=4,
+    )
     np.testing.assert_array_equal(ours, ref)
 
 
@@ -137,8 +169,11 @@ def test_steering_opt_mlp_through_layer_override_equals_recomputation():
     _, seq = jm.generate({"input_ids": IDS}, source_representations=vec, max_new_tokens=4)
     seq = np.asarray(seq)
     for t in range(1, 4):  # decode steps 0 .. t-1 read generated tokens 0 .. t-1 (positions 5 ..)
-        _, out = jm({"input_ids": seq[:, : 5 + t]}, unit_locations={"base": [[list(range(5, 5 + t))] * 2]},
-                    source_representations=vec)
+        _, out = jm(
+            {"input_ids": seq[:, : 5 + t]},
+            unit_locations={"base": [[list(range(5, 5 + t))] * 2]},
+            source_representations=vec,
+        )
         np.testing.assert_array_equal(seq[:, 5 + t], np.asarray(out.logits[:, -1].argmax(-1)))
     plain = np.asarray(model.generate(IDS, max_new_tokens=4, do_sample=False).sequences)
     assert (seq != plain).any()  # the steering changed something

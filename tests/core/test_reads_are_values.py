@@ -23,9 +23,17 @@ SRC = np.random.default_rng(1).integers(0, 50, (2, 6))
 
 @pytest.fixture(scope="module")
 def berts():
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=32, initializer_range=0.2,
-                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        initializer_range=0.2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     plain = transformers.FlaxBertForMaskedLM(config, seed=0)
     remat = transformers.FlaxBertForMaskedLM(config, seed=0, gradient_checkpointing=True)
     remat.params = plain.params
@@ -42,10 +50,16 @@ def _rotation(width, seed):
 CASES = {
     "vanilla block_output": ([{"layer": 1, "component": "block_output"}], jv.VanillaIntervention, {"sources->base": 2}),
     "vanilla mlp_output": ([{"layer": 0, "component": "mlp_output"}], jv.VanillaIntervention, {"sources->base": 4}),
-    "heads at positions": ([{"layer": 1, "component": "head_attention_value_output", "unit": "h.pos"}],
-                           jv.VanillaIntervention, {"sources->base": ([[[[1]] * 2, [[3]] * 2]], [[[[1]] * 2, [[3]] * 2]])}),
-    "rotation": ([{"layer": 0, "component": "block_output", "intervention": _rotation(32, 3)}], None,
-                 {"sources->base": 1}),
+    "heads at positions": (
+        [{"layer": 1, "component": "head_attention_value_output", "unit": "h.pos"}],
+        jv.VanillaIntervention,
+        {"sources->base": ([[[[1]] * 2, [[3]] * 2]], [[[[1]] * 2, [[3]] * 2]])},
+    ),
+    "rotation": (
+        [{"layer": 0, "component": "block_output", "intervention": _rotation(32, 3)}],
+        None,
+        {"sources->base": 1},
+    ),
     "zero": ([{"layer": 1, "component": "mlp_output"}], jv.ZeroIntervention, {"sources->base": 2}),
 }
 
@@ -71,14 +85,16 @@ def test_collect_and_gradients_under_remat(berts):
     for model in berts:
         collect = jv.IntervenableModel(
             jv.IntervenableConfig([{"layer": 1, "component": "mlp_output"}], intervention_types=jv.CollectIntervention),
-            model)
+            model,
+        )
         (_, collected), _ = collect({"input_ids": BASE}, unit_locations={"sources->base": 3})
         rot = jv.IntervenableModel(
-            jv.IntervenableConfig([{"layer": 1, "component": "block_output", "intervention": _rotation(32, 5)}]), model)
+            jv.IntervenableConfig([{"layer": 1, "component": "block_output", "intervention": _rotation(32, 5)}]), model
+        )
         base, sources, locs, subs, consts = rot.prepare({"input_ids": BASE}, [{"input_ids": SRC}], {"sources->base": 2})
 
         def loss(ivs):
-            out, _ = jv.core.run(rot.adapter, rot.plan(), model.params, ivs, base, sources, locs, subs, consts)
+            out, _ = jv.core.run(rot.adapter, rot.plan(), model.params, ivs, base, sources, locs, subs, consts)  # noqa: B023
             return jnp.mean(out["logits"][:, 2] ** 2)
 
         grads = jax.jit(jax.grad(loss))(rot.intervention_params())
@@ -127,14 +143,19 @@ def test_scan_layers_stack_equals_unrolled_stack():
     def scanned(p, inputs):
         def body(h, layer_params):
             return block.apply({"params": layer_params}, h, None)
+
         return jv.scan_layers(body, inputs, p)[0]
 
     plain = jv.FlaxModuleAdapter(unrolled, {"params": params}, x)
     scan = jv.FunctionAdapter(scanned, stacked, x)
     outs = []
     for adapter, component in ((plain, "layers_1.mlp.output"), (scan, "mlp.output")):
-        im = jv.IntervenableModel(jv.IntervenableConfig(
-            [jv.RepresentationConfig(1, component, "pos")], intervention_types=jv.VanillaIntervention), adapter)
+        im = jv.IntervenableModel(
+            jv.IntervenableConfig(
+                [jv.RepresentationConfig(1, component, "pos")], intervention_types=jv.VanillaIntervention
+            ),
+            adapter,
+        )
         outs.append(np.asarray(im(x, [src], {"sources->base": 2})[1]))
     assert not np.allclose(outs[0], unrolled.apply({"params": params}, x), atol=1e-4)
     np.testing.assert_allclose(outs[1], outs[0], atol=1e-5)
@@ -147,7 +168,11 @@ def test_reading_inside_nn_scan_names_the_fix():
     model = _ScannedStack()
     variables = model.init(jax.random.key(0), x)
     adapter = jv.FlaxModuleAdapter(model, variables, x)
-    im = jv.IntervenableModel(jv.IntervenableConfig(
-        [jv.RepresentationConfig(0, "layers.mlp.output", "pos")], intervention_types=jv.VanillaIntervention), adapter)
+    im = jv.IntervenableModel(
+        jv.IntervenableConfig(
+            [jv.RepresentationConfig(0, "layers.mlp.output", "pos")], intervention_types=jv.VanillaIntervention
+        ),
+        adapter,
+    )
     with pytest.raises(NotImplementedError, match="scan_layers"):
         im(x, [x + 1], {"sources->base": 1})

@@ -13,8 +13,9 @@ def _ids(seed, shape, vocab=50):
 
 
 def _vanilla(model, component="block_output", layer=1, unit="pos"):
-    config = jv.IntervenableConfig([{"layer": layer, "component": component, "unit": unit}],
-                                   intervention_types=jv.VanillaIntervention)
+    config = jv.IntervenableConfig(
+        [{"layer": layer, "component": component, "unit": unit}], intervention_types=jv.VanillaIntervention
+    )
     return jv.IntervenableModel(config, model)
 
 
@@ -64,8 +65,9 @@ def test_vmap_over_positions_equals_one_call_per_position(flax_gpt2):
 
 def test_grad_through_a_constant_source_matches_finite_differences(flax_gpt2):
     base = _ids(0, (1, 5))
-    config = jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
-                                   intervention_types=jv.AdditionIntervention)
+    config = jv.IntervenableConfig(
+        [{"layer": 1, "component": "block_output"}], intervention_types=jv.AdditionIntervention
+    )
     model = jv.IntervenableModel(config, flax_gpt2)
     b, s, locs, subs, _ = model.prepare({"input_ids": base}, None, {"base": 2})
     plan, params, ivs = model.plan(), model.adapter.params, model.intervention_params()
@@ -81,10 +83,12 @@ def test_grad_through_a_constant_source_matches_finite_differences(flax_gpt2):
         e = jnp.zeros_like(vec).at[d].set(eps)
         fd = (objective(vec + e) - objective(vec - e)) / (2 * eps)
         np.testing.assert_allclose(grad[d], fd, rtol=2e-2, atol=1e-4)
+
     # positions before the patched one cannot depend on it
     def early(vec):
         out, _ = jv.core.run(model.adapter, plan, params, ivs, b, s, locs, subs, (vec,))
         return out["logits"][0, 1].sum()
+
     assert float(jnp.abs(jax.grad(early)(vec)).max()) == 0.0
 
 
@@ -98,8 +102,11 @@ def test_left_padding_matches_the_unpadded_run(flax_gpt2):
     mask = np.array([[0, 0, 1, 1, 1, 1, 1]])
     model = _vanilla(flax_gpt2)
     _, plain = model({"input_ids": ids}, [{"input_ids": src}], {"sources->base": 1})
-    _, padded = model({"input_ids": pad, "attention_mask": mask},
-                      [{"input_ids": src_pad, "attention_mask": mask}], {"sources->base": 3})
+    _, padded = model(
+        {"input_ids": pad, "attention_mask": mask},
+        [{"input_ids": src_pad, "attention_mask": mask}],
+        {"sources->base": 3},
+    )
     np.testing.assert_allclose(padded.logits[0, 2:], plain.logits[0], atol=1e-4)
 
 
@@ -107,7 +114,9 @@ def test_pure_core_under_jit_with_interventions_as_pytrees(flax_gpt2):
     base, src = _ids(0, (2, 6)), _ids(1, (2, 6))
     model = _vanilla(flax_gpt2)
     b, s, locs, subs, consts = model.prepare({"input_ids": base}, [{"input_ids": src}], {"sources->base": 3})
-    fn = jax.jit(lambda params, ivs, locs: jv.core.run(model.adapter, model.plan(), params, ivs, b, s, locs, subs, consts)[0])
+    fn = jax.jit(
+        lambda params, ivs, locs: jv.core.run(model.adapter, model.plan(), params, ivs, b, s, locs, subs, consts)[0]
+    )
     out = fn(model.adapter.params, model.intervention_params(), locs)
     _, ref = model({"input_ids": base}, [{"input_ids": src}], {"sources->base": 3})
     np.testing.assert_allclose(out["logits"], ref.logits, atol=1e-6)
@@ -120,8 +129,18 @@ def test_logits_at_chosen_positions_only(name, request):
     jm = _vanilla(model, layer=1)
     b, s, locs, subs, consts = jm.prepare({"input_ids": base}, [{"input_ids": src}], {"sources->base": 2})
     positions = jnp.array([[5, 3], [4, 4]])
-    out, _ = jv.core.run(jm.adapter, jm.plan(), jm.adapter.params, jm.intervention_params(), b, s, locs, subs,
-                         consts, logit_positions=positions)
+    out, _ = jv.core.run(
+        jm.adapter,
+        jm.plan(),
+        jm.adapter.params,
+        jm.intervention_params(),
+        b,
+        s,
+        locs,
+        subs,
+        consts,
+        logit_positions=positions,
+    )
     _, full = jm({"input_ids": base}, [{"input_ids": src}], {"sources->base": 2})
     assert out["logits"].shape == (2, 2, 50)
     np.testing.assert_allclose(out["logits"][0], full.logits[0, [5, 3]], atol=1e-5)

@@ -46,17 +46,26 @@ def test_sweep_on_a_model_without_a_layer_stack_names_the_capability():
 def test_a_family_without_a_layer_stack_spec_declines_the_capability():
     import transformers
 
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     bert = transformers.FlaxBertForMaskedLM(config, seed=0)
-    with pytest.raises(jv.core.MissingCapability, match="causal_trace needs a model that runs layer by layer.*bert model does not"):
+    with pytest.raises(
+        jv.core.MissingCapability, match="causal_trace needs a model that runs layer by layer.*bert model does not"
+    ):
         jv.causal_trace(bert, {"input_ids": BASE[:1]}, subject=[1], target=3, key=jax.random.key(0))
 
 
 def test_build_plan_without_the_facade_equals_the_facade(flax_gpt2):
-    config = jv.IntervenableConfig([{"layer": 1, "component": "mlp_output"},
-                                    {"layer": 2, "component": "head_query_output", "unit": "h.pos"}],
-                                   intervention_types=jv.VanillaIntervention)
+    config = jv.IntervenableConfig(
+        [{"layer": 1, "component": "mlp_output"}, {"layer": 2, "component": "head_query_output", "unit": "h.pos"}],
+        intervention_types=jv.VanillaIntervention,
+    )
     adapter = jv.adapters.adapt(flax_gpt2)
     plan, interventions, keys = jv.core.build_plan(adapter, config)
     facade = jv.IntervenableModel(config, flax_gpt2)
@@ -64,7 +73,8 @@ def test_build_plan_without_the_facade_equals_the_facade(flax_gpt2):
     locations = {"sources->base": ([[[3]] * 2, [[[1]] * 2, [[2]] * 2]], [[[3]] * 2, [[[1]] * 2, [[2]] * 2]])}
     base, sources, locs, subs, consts = facade.prepare({"input_ids": BASE}, [{"input_ids": SRC}] * 2, locations)
     ours, _ = jax.jit(lambda p: jv.core.run(adapter, plan, p, interventions, base, sources, locs, subs, consts))(
-        flax_gpt2.params)
+        flax_gpt2.params
+    )
     _, theirs = facade({"input_ids": BASE}, [{"input_ids": SRC}] * 2, locations)
     chex.assert_trees_all_close(ours["logits"], theirs.logits, atol=1e-6)
     assert not np.allclose(ours["logits"], flax_gpt2(BASE).logits, atol=1e-4)

@@ -27,8 +27,10 @@ def test_unknown_module_path(flax_gpt2):
 def test_module_path_component_works(flax_gpt2):
     a = _model(flax_gpt2, component="transformer.h[1].mlp.output")
     b = _model(flax_gpt2, component="mlp_output")
-    np.testing.assert_allclose(a({"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": 2})[1].logits,
-                               b({"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": 2})[1].logits)
+    np.testing.assert_allclose(
+        a({"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": 2})[1].logits,
+        b({"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": 2})[1].logits,
+    )
 
 
 def test_layer_out_of_range(flax_gpt2):
@@ -58,7 +60,11 @@ def test_position_out_of_range_names_position_and_length(flax_gpt2):
 def test_head_out_of_range(flax_gpt2):
     m = _model(flax_gpt2, component="head_value_output", unit="h.pos")
     with pytest.raises(IndexError, match="head 4 is out of range.*0..3"):
-        m({"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": ([[[[4]] * 2, [[1]] * 2]], [[[[0]] * 2, [[1]] * 2]])})
+        m(
+            {"input_ids": IDS},
+            [{"input_ids": SRC}],
+            {"sources->base": ([[[[4]] * 2, [[1]] * 2]], [[[[0]] * 2, [[1]] * 2]])},
+        )
 
 
 def test_subspace_out_of_range(flax_gpt2):
@@ -93,8 +99,11 @@ def test_location_nesting_and_batch_mismatches(flax_gpt2):
 
 
 def test_wrong_number_of_sources(flax_gpt2):
-    reps = [{"layer": 1, "component": "block_output"}, {"layer": 2, "component": "block_output"},
-            {"layer": 3, "component": "block_output"}]
+    reps = [
+        {"layer": 1, "component": "block_output"},
+        {"layer": 2, "component": "block_output"},
+        {"layer": 3, "component": "block_output"},
+    ]
     m = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.VanillaIntervention), flax_gpt2)
     with pytest.raises(ValueError, match="2 sources were given for 3 source groups"):
         m({"input_ids": IDS}, [{"input_ids": SRC}] * 2, {"sources->base": 1})

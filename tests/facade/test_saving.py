@@ -13,9 +13,11 @@ SRC = np.random.default_rng(1).integers(0, 50, (2, 5))
 
 
 def _setup(model, types):
-    reps = [{"layer": 1, "component": "block_output", "low_rank_dimension": 3, "intervention_link_key": 0},
-            {"layer": 1, "component": "block_output", "low_rank_dimension": 3, "intervention_link_key": 0},
-            {"layer": 2, "component": "mlp_output", "low_rank_dimension": 3}]
+    reps = [
+        {"layer": 1, "component": "block_output", "low_rank_dimension": 3, "intervention_link_key": 0},
+        {"layer": 1, "component": "block_output", "low_rank_dimension": 3, "intervention_link_key": 0},
+        {"layer": 2, "component": "mlp_output", "low_rank_dimension": 3},
+    ]
     return jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=types), model)
 
 
@@ -23,18 +25,23 @@ def _call(m):
     return m({"input_ids": IDS}, [{"input_ids": SRC}] * 3, {"sources->base": 2})[1].logits
 
 
-@pytest.mark.parametrize("types", [
-    [jv.VanillaIntervention] * 3,
-    [jv.LowRankRotatedSpaceIntervention, jv.LowRankRotatedSpaceIntervention, jv.BoundlessRotatedSpaceIntervention],
-])
+@pytest.mark.parametrize(
+    "types",
+    [
+        [jv.VanillaIntervention] * 3,
+        [jv.LowRankRotatedSpaceIntervention, jv.LowRankRotatedSpaceIntervention, jv.BoundlessRotatedSpaceIntervention],
+    ],
+)
 def test_round_trip_gives_identical_outputs(flax_gpt2, tmp_path, types):
     model = _setup(flax_gpt2, types)
     # change the weights from their initial values so the test sees the load
     import equinox as eqx
     import jax
 
-    slots = [jax.tree_util.tree_map(lambda x: x * 1.5 if eqx.is_inexact_array(x) else x, iv)
-             for iv in model.intervention_params()]
+    slots = [
+        jax.tree_util.tree_map(lambda x: x * 1.5 if eqx.is_inexact_array(x) else x, iv)
+        for iv in model.intervention_params()
+    ]
     model.set_intervention_params(slots)
     model.save(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["interventions.safetensors", "jaxvene_config.json"]
@@ -74,8 +81,9 @@ def test_bad_saves_are_rejected_clearly(flax_gpt2, flax_llama, tmp_path):
 
 
 def test_functions_cannot_be_saved(flax_gpt2, tmp_path):
-    model = jv.IntervenableModel(jv.IntervenableConfig(
-        [jv.RepresentationConfig(1, "block_output", intervention=lambda b, s: b)]), flax_gpt2)
+    model = jv.IntervenableModel(
+        jv.IntervenableConfig([jv.RepresentationConfig(1, "block_output", intervention=lambda b, s: b)]), flax_gpt2
+    )
     with pytest.raises(ValueError, match="functions cannot be saved"):
         model.save(str(tmp_path))
 

@@ -26,19 +26,59 @@ H, DH, V = 4, 8, 50  # heads, head width, vocabulary (width 32, 2 layers everywh
 
 # family -> (config kwargs, torch class, flax class, layer stack path in torch)
 SPECS = {
-    "gpt_neo": (lambda **kw: T.GPTNeoConfig(**{
-        **dict(hidden_size=32, num_layers=2, num_heads=H, vocab_size=V, intermediate_size=64,
-               max_position_embeddings=64, window_size=4, attention_types=[[["global", "local"], 1]]), **kw}),
-        T.GPTNeoForCausalLM, T.FlaxGPTNeoForCausalLM, "transformer.h"),
-    "gptj": (lambda **kw: T.GPTJConfig(**{
-        **dict(n_embd=32, n_layer=2, n_head=H, vocab_size=V, n_inner=64, n_positions=64, rotary_dim=4), **kw}),
-        T.GPTJForCausalLM, T.FlaxGPTJForCausalLM, "transformer.h"),
-    "opt": (lambda **kw: T.OPTConfig(**{
-        **dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=H, vocab_size=V, ffn_dim=64,
-               max_position_embeddings=64, word_embed_proj_dim=16), **kw}),  # with project_in/out
-        T.OPTForCausalLM, T.FlaxOPTForCausalLM, "model.decoder.layers"),
-    "bloom": (lambda **kw: T.BloomConfig(**{**dict(hidden_size=32, n_layer=2, n_head=H, vocab_size=V), **kw}),
-              T.BloomForCausalLM, T.FlaxBloomForCausalLM, "transformer.h"),
+    "gpt_neo": (
+        lambda **kw: T.GPTNeoConfig(
+            **{
+                **dict(
+                    hidden_size=32,
+                    num_layers=2,
+                    num_heads=H,
+                    vocab_size=V,
+                    intermediate_size=64,
+                    max_position_embeddings=64,
+                    window_size=4,
+                    attention_types=[[["global", "local"], 1]],
+                ),
+                **kw,
+            }
+        ),
+        T.GPTNeoForCausalLM,
+        T.FlaxGPTNeoForCausalLM,
+        "transformer.h",
+    ),
+    "gptj": (
+        lambda **kw: T.GPTJConfig(
+            **{**dict(n_embd=32, n_layer=2, n_head=H, vocab_size=V, n_inner=64, n_positions=64, rotary_dim=4), **kw}
+        ),
+        T.GPTJForCausalLM,
+        T.FlaxGPTJForCausalLM,
+        "transformer.h",
+    ),
+    "opt": (
+        lambda **kw: T.OPTConfig(
+            **{
+                **dict(
+                    hidden_size=32,
+                    num_hidden_layers=2,
+                    num_attention_heads=H,
+                    vocab_size=V,
+                    ffn_dim=64,
+                    max_position_embeddings=64,
+                    word_embed_proj_dim=16,
+                ),
+                **kw,
+            }
+        ),  # with project_in/out
+        T.OPTForCausalLM,
+        T.FlaxOPTForCausalLM,
+        "model.decoder.layers",
+    ),
+    "bloom": (
+        lambda **kw: T.BloomConfig(**{**dict(hidden_size=32, n_layer=2, n_head=H, vocab_size=V), **kw}),
+        T.BloomForCausalLM,
+        T.FlaxBloomForCausalLM,
+        "transformer.h",
+    ),
 }
 
 
@@ -82,12 +122,19 @@ def _torch_logits(torch_model, ids, mask=None):
 
 
 # ------------------------------------------------------------------------------ logits
-@pytest.mark.parametrize("family, kw", [
-    ("gpt_neo", {}), ("gptj", {}), ("opt", {}), ("bloom", {}),
-    # post-LN OPT (OPT-350m's layout) with an untied head; untied BLOOM and GPT-Neo heads
-    ("opt", dict(do_layer_norm_before=False, tie_word_embeddings=False, word_embed_proj_dim=32)),
-    ("bloom", dict(tie_word_embeddings=False)), ("gpt_neo", dict(tie_word_embeddings=False)),
-])
+@pytest.mark.parametrize(
+    "family, kw",
+    [
+        ("gpt_neo", {}),
+        ("gptj", {}),
+        ("opt", {}),
+        ("bloom", {}),
+        # post-LN OPT (OPT-350m's layout) with an untied head; untied BLOOM and GPT-Neo heads
+        ("opt", dict(do_layer_norm_before=False, tie_word_embeddings=False, word_embed_proj_dim=32)),
+        ("bloom", dict(tie_word_embeddings=False)),
+        ("gpt_neo", dict(tie_word_embeddings=False)),
+    ],
+)
 def test_logits_and_logit_positions_match_torch(family, kw):
     torch_model, flax_model = _pair(family) if not kw else _build(family, **kw)
     adapter = adapt(flax_model)
@@ -113,8 +160,7 @@ def test_logits_and_logit_positions_match_torch(family, kw):
 # ------------------------------------------------------------------------------ patches
 def _jv_patch(flax_model, component, layer, unit, src_pos, base_pos, head=None):
     reps = [{"layer": layer, "component": component, "unit": unit, "max_number_of_units": 1}]
-    model = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.VanillaIntervention),
-                                 flax_model)
+    model = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.VanillaIntervention), flax_model)
     if head is None:
         locations = {"sources->base": (src_pos, base_pos)}
     else:
@@ -143,6 +189,7 @@ def _torch_patch(torch_model, module, io, src_pos, base_pos, features=None):
         return value.reshape(-1, value.shape[-1]) if flat else value
 
     if io == "input":
+
         def hook(mod, args, kwargs):
             if args:
                 return (swap(args[0]),) + tuple(args[1:]), kwargs
@@ -151,6 +198,7 @@ def _torch_patch(torch_model, module, io, src_pos, base_pos, features=None):
 
         handle = target.register_forward_pre_hook(hook, with_kwargs=True)
     else:
+
         def hook(mod, args, out):
             return (swap(out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else swap(out)
 
@@ -206,10 +254,15 @@ def _opt_post_ln():
     return _build("opt", do_layer_norm_before=False, word_embed_proj_dim=32)
 
 
-@pytest.mark.parametrize("family, case", [(f, c) for f, cases in CASES.items() for c in cases] + [
-    ("opt_post_ln", ("mlp_input", 1, "fc1", "input", None, None)),
-    ("opt_post_ln", ("mlp_output", 0, "fc2", "output", None, None)),
-], ids=lambda x: x if isinstance(x, str) else x[0])
+@pytest.mark.parametrize(
+    "family, case",
+    [(f, c) for f, cases in CASES.items() for c in cases]
+    + [
+        ("opt_post_ln", ("mlp_input", 1, "fc1", "input", None, None)),
+        ("opt_post_ln", ("mlp_output", 0, "fc2", "output", None, None)),
+    ],
+    ids=lambda x: x if isinstance(x, str) else x[0],
+)
 def test_patch_matches_torch_hooks(family, case):
     component, layer, module, io, head, features = case
     torch_model, flax_model = _opt_post_ln() if family == "opt_post_ln" else _pair(family)
@@ -217,23 +270,28 @@ def test_patch_matches_torch_hooks(family, case):
     stack = SPECS[family][3]
     src_pos, base_pos = 4, 2
     ours = _jv_patch(flax_model, component, layer, "pos" if head is None else "h.pos", src_pos, base_pos, head)
-    theirs = _torch_patch(torch_model, ".".join(p for p in (f"{stack}.{layer}", module) if p), io,
-                          src_pos, base_pos, features)
+    theirs = _torch_patch(
+        torch_model, ".".join(p for p in (f"{stack}.{layer}", module) if p), io, src_pos, base_pos, features
+    )
     _close(ours, theirs)
     assert not np.allclose(ours, _torch_logits(torch_model, BASE), atol=1e-3)  # the patch did something
 
 
-@pytest.mark.parametrize("component, pyvene_component", [
-    ("block_output", None), ("mlp_activation", None), ("attention_output", None),
-    ("query_output", "transformer.h[1].attn.attention.q_proj.output"),  # pyvene's path: attn.q_proj
-])
+@pytest.mark.parametrize(
+    "component, pyvene_component",
+    [
+        ("block_output", None),
+        ("mlp_activation", None),
+        ("attention_output", None),
+        ("query_output", "transformer.h[1].attn.attention.q_proj.output"),  # pyvene's path: attn.q_proj
+    ],
+)
 def test_gpt_neo_matches_pyvene(component, pyvene_component):
     torch_model, flax_model = _pair("gpt_neo")
     locations = {"sources->base": ([[[5], [1]]], [[[3], [4]]])}  # per example positions
     reps = [{"layer": 1, "component": component, "unit": "pos", "max_number_of_units": 1}]
     pv_reps = [{**reps[0], "component": pyvene_component or component}]
-    pm = pv.IntervenableModel(pv.IntervenableConfig(pv_reps, intervention_types=pv.VanillaIntervention),
-                              torch_model)
+    pm = pv.IntervenableModel(pv.IntervenableConfig(pv_reps, intervention_types=pv.VanillaIntervention), torch_model)
     jm = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.VanillaIntervention), flax_model)
     with torch.no_grad():
         _, theirs = pm({"input_ids": torch.tensor(BASE)}, [{"input_ids": torch.tensor(SRC)}], locations)
@@ -251,7 +309,7 @@ def test_every_component_has_a_site_of_the_right_shape(family):
         assert site.tap in shapes, f"{family} {component}: {site.tap} is never reported"
         view = site.view_shape(shapes[site.tap])
         expected = (1, H, 4, DH) if component.startswith("head_") else (1, 4)
-        assert view[:len(expected)] == expected, (component, view)
+        assert view[: len(expected)] == expected, (component, view)
 
 
 def test_unknown_component_lists_valid_ones():

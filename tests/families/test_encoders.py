@@ -16,8 +16,15 @@ transformers = pytest.importorskip("transformers")
 import jaxvene as jv  # noqa: E402
 
 ATOL = 1e-4
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+SMALL = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    attn_implementation="eager",
+)
 
 
 def _load(torch_model, flax_cls):
@@ -55,17 +62,30 @@ def vit():
 @pytest.fixture(scope="module")
 def t5():
     # more decoder than encoder layers: each stack is counted on its own
-    config = transformers.T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
-                                   num_heads=4, dropout_rate=0.0, attn_implementation="eager")
+    config = transformers.T5Config(
+        vocab_size=50,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=3,
+        num_heads=4,
+        dropout_rate=0.0,
+        attn_implementation="eager",
+    )
     return _pair(transformers.T5ForConditionalGeneration, transformers.FlaxT5ForConditionalGeneration, config)
 
 
 RNG = np.random.default_rng(0)
 IDS = {"base": RNG.integers(2, 50, (2, 6)), "source": RNG.integers(2, 50, (2, 6))}
-PIXELS = {"base": RNG.normal(size=(2, 3, 16, 16)).astype(np.float32),
-          "source": RNG.normal(size=(2, 3, 16, 16)).astype(np.float32)}
-T5_IDS = {"base": {"input_ids": RNG.integers(2, 50, (2, 7)), "decoder_input_ids": RNG.integers(2, 50, (2, 5))},
-          "source": {"input_ids": RNG.integers(2, 50, (2, 7)), "decoder_input_ids": RNG.integers(2, 50, (2, 5))}}
+PIXELS = {
+    "base": RNG.normal(size=(2, 3, 16, 16)).astype(np.float32),
+    "source": RNG.normal(size=(2, 3, 16, 16)).astype(np.float32),
+}
+T5_IDS = {
+    "base": {"input_ids": RNG.integers(2, 50, (2, 7)), "decoder_input_ids": RNG.integers(2, 50, (2, 5))},
+    "source": {"input_ids": RNG.integers(2, 50, (2, 7)), "decoder_input_ids": RNG.integers(2, 50, (2, 5))},
+}
 
 
 def _field(out):
@@ -144,8 +164,9 @@ def test_t5_matches_torch(t5):
         theirs = torch_model(**_torch_inputs(inputs))
     ours = _unpatched(flax_model, inputs)
     _close(ours, theirs)
-    np.testing.assert_allclose(np.asarray(ours.encoder_last_hidden_state),
-                               theirs.encoder_last_hidden_state.numpy(), atol=ATOL)
+    np.testing.assert_allclose(
+        np.asarray(ours.encoder_last_hidden_state), theirs.encoder_last_hidden_state.numpy(), atol=ATOL
+    )
 
 
 # ---------------------------------------------------------------------------- 2. patches vs torch hooks
@@ -179,7 +200,8 @@ def torch_patch(model, module, io, base, source, pos, head=None, heads=4):
 
     if io == "output":
         handle = mod.register_forward_hook(
-            lambda m, a, o: (swap(o[0]),) + tuple(o[1:]) if isinstance(o, tuple) else swap(o))
+            lambda m, a, o: (swap(o[0]),) + tuple(o[1:]) if isinstance(o, tuple) else swap(o)
+        )
     else:
         handle = mod.register_forward_pre_hook(lambda m, a: (swap(a[0]),) + tuple(a[1:]))
     try:

@@ -53,8 +53,10 @@ def test_source_broadcasts_from_a_vector():
 
 def test_collect_returns_selected_dims():
     iv = jv.CollectIntervention(6)
-    np.testing.assert_array_equal(iv(BASE, None, jnp.array([[2, 3], [0, 1]])), np.stack(
-        [np.array(BASE)[0][:, [2, 3]], np.array(BASE)[1][:, [0, 1]]]))
+    np.testing.assert_array_equal(
+        iv(BASE, None, jnp.array([[2, 3], [0, 1]])),
+        np.stack([np.array(BASE)[0][:, [2, 3]], np.array(BASE)[1][:, [0, 1]]]),
+    )
 
 
 def test_noise_needs_a_key_and_is_reproducible():
@@ -75,8 +77,9 @@ def _ids(seed, shape):
 
 
 def _collect(model, component, layer, ids, positions):
-    config = jv.IntervenableConfig([{"layer": layer, "component": component}],
-                                   intervention_types=jv.CollectIntervention)
+    config = jv.IntervenableConfig(
+        [{"layer": layer, "component": component}], intervention_types=jv.CollectIntervention
+    )
     (_, collected), _ = jv.IntervenableModel(config, model)({"input_ids": ids}, unit_locations={"base": positions})
     return collected[0]
 
@@ -93,28 +96,36 @@ def test_linked_interventions_compose_on_one_site(flax_gpt2):
     """Two linked Vanilla interventions on one site, each from its own source on its own
     subspace: the result equals collecting both sources and writing the halves by hand."""
     base, s1, s2 = _ids(0, (1, 5)), _ids(1, (1, 5)), _ids(2, (1, 5))
-    reps = [{"layer": 1, "component": "block_output", "intervention_link_key": 0,
-             "subspace_partition": [[0, 12], [12, 24]]}] * 2
+    reps = [
+        {"layer": 1, "component": "block_output", "intervention_link_key": 0, "subspace_partition": [[0, 12], [12, 24]]}
+    ] * 2
     config = jv.IntervenableConfig(reps, intervention_types=jv.VanillaIntervention)
     model = jv.IntervenableModel(config, flax_gpt2)
     assert model.interventions[model.sorted_keys[0]] is model.interventions[model.sorted_keys[1]]
-    _, out = model({"input_ids": base}, [{"input_ids": s1}, {"input_ids": s2}], {"sources->base": 2},
-                   subspaces=[[[0]], [[1]]])
+    _, out = model(
+        {"input_ids": base}, [{"input_ids": s1}, {"input_ids": s2}], {"sources->base": 2}, subspaces=[[[0]], [[1]]]
+    )
     h1 = _collect(flax_gpt2, "block_output", 1, s1, [2])
     h2 = _collect(flax_gpt2, "block_output", 1, s2, [2])
     patched = jnp.concatenate([h1[..., :12], h2[..., 12:]], axis=-1)
-    add = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
-                                                     intervention_types=jv.VanillaIntervention), flax_gpt2)
+    add = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "block_output"}], intervention_types=jv.VanillaIntervention),
+        flax_gpt2,
+    )
     _, ref = add({"input_ids": base}, unit_locations={"base": 2}, source_representations=patched)
     np.testing.assert_allclose(out.logits, ref.logits, atol=1e-5)
 
 
 def test_zero_intervention_equals_constant_zero_source(flax_gpt2):
     ids = _ids(0, (2, 5))
-    zero = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 2, "component": "mlp_output"}],
-                                                      intervention_types=jv.ZeroIntervention), flax_gpt2)
-    van = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 2, "component": "mlp_output"}],
-                                                     intervention_types=jv.VanillaIntervention), flax_gpt2)
+    zero = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 2, "component": "mlp_output"}], intervention_types=jv.ZeroIntervention),
+        flax_gpt2,
+    )
+    van = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 2, "component": "mlp_output"}], intervention_types=jv.VanillaIntervention),
+        flax_gpt2,
+    )
     _, a = zero({"input_ids": ids}, unit_locations={"base": 3})
     _, b = van({"input_ids": ids}, unit_locations={"base": 3}, source_representations=jnp.zeros(24))
     _, clean = van({"input_ids": ids}, [{"input_ids": ids}], {"sources->base": 3})
@@ -126,12 +137,16 @@ def test_skip_intervention_replaces_the_mlp_output_by_its_input(flax_gpt2):
     """Skipping layer 1's MLP with the base as its own source writes the MLP's input in place
     of its output: the same as a constant source equal to the collected mlp_input."""
     ids = _ids(5, (1, 5))
-    skip = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "mlp_output"}],
-                                                      intervention_types=jv.SkipIntervention), flax_gpt2)
+    skip = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "mlp_output"}], intervention_types=jv.SkipIntervention),
+        flax_gpt2,
+    )
     _, out = skip({"input_ids": ids}, [{"input_ids": ids}], {"sources->base": 2})
     mlp_in = _collect(flax_gpt2, "mlp_input", 1, ids, [2])
-    van = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "mlp_output"}],
-                                                     intervention_types=jv.VanillaIntervention), flax_gpt2)
+    van = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "mlp_output"}], intervention_types=jv.VanillaIntervention),
+        flax_gpt2,
+    )
     _, ref = van({"input_ids": ids}, unit_locations={"base": 2}, source_representations=mlp_in)
     np.testing.assert_allclose(out.logits, ref.logits, atol=1e-6)
 
@@ -151,8 +166,9 @@ def test_lambda_intervention_and_custom_subclass(flax_gpt2):
             return (1 - self.weight) * base + self.weight * source
 
     a = jv.IntervenableModel(jv.IntervenableConfig([halve]), flax_gpt2)
-    b = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
-                                                   intervention_types=Mix), flax_gpt2)
+    b = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "block_output"}], intervention_types=Mix), flax_gpt2
+    )
     loc = {"sources->base": ([[[1], [2]]], [[[3], [4]]])}
     _, out_a = a({"input_ids": ids}, [{"input_ids": src}], loc)
     _, out_b = b({"input_ids": ids}, [{"input_ids": src}], loc)
@@ -161,8 +177,7 @@ def test_lambda_intervention_and_custom_subclass(flax_gpt2):
     hs = _collect(flax_gpt2, "block_output", 1, src, [1])
     van = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block_output"}]), flax_gpt2)
     # example 0: base pos 3 <- mean(base pos 3, source pos 1)
-    _, ref = van({"input_ids": ids[:1]}, unit_locations={"base": 3},
-                 source_representations=0.5 * (hb[:1] + hs[:1]))
+    _, ref = van({"input_ids": ids[:1]}, unit_locations={"base": 3}, source_representations=0.5 * (hb[:1] + hs[:1]))
     np.testing.assert_allclose(out_a.logits[:1], ref.logits, atol=1e-5)
 
 
@@ -183,17 +198,22 @@ def test_serial_mode_chains_sources_into_the_base(flax_gpt2):
     base, s0, s1 = _ids(0, (2, 6)), _ids(1, (2, 6)), _ids(2, (2, 6))
     reps = [{"layer": 0, "component": "block_output"}, {"layer": 2, "component": "block_output"}]
     serial = jv.IntervenableModel(jv.IntervenableConfig(reps, mode="serial"), flax_gpt2)
-    _, out = serial({"input_ids": base}, [{"input_ids": s0}, {"input_ids": s1}],
-                    {"source_0->source_1": 3, "source_1->base": 4})
+    _, out = serial(
+        {"input_ids": base}, [{"input_ids": s0}, {"input_ids": s1}], {"source_0->source_1": 3, "source_1->base": 4}
+    )
     # by hand
     h0 = _collect(flax_gpt2, "block_output", 0, s0, [3])
-    first = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 0, "component": "block_output"},
-                                                        {"layer": 2, "component": "block_output"}],
-                                                       intervention_types=[jv.VanillaIntervention, jv.CollectIntervention]),
-                                 flax_gpt2)
+    first = jv.IntervenableModel(
+        jv.IntervenableConfig(
+            [{"layer": 0, "component": "block_output"}, {"layer": 2, "component": "block_output"}],
+            intervention_types=[jv.VanillaIntervention, jv.CollectIntervention],
+        ),
+        flax_gpt2,
+    )
     # patch position 3 at layer 0 of source_1, and read its layer-2 output at position 4
-    (_, collected), _ = first({"input_ids": s1}, unit_locations={"base": [[[3]] * 2, [[4]] * 2]},
-                              source_representations=[h0, None])
+    (_, collected), _ = first(
+        {"input_ids": s1}, unit_locations={"base": [[[3]] * 2, [[4]] * 2]}, source_representations=[h0, None]
+    )
     second = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 2, "component": "block_output"}]), flax_gpt2)
     _, ref = second({"input_ids": base}, unit_locations={"base": 4}, source_representations=collected[0])
     np.testing.assert_allclose(out.logits, ref.logits, atol=1e-5)

@@ -65,8 +65,10 @@ def test_boundless_and_sigmoid_masks_parity():
 
 def test_jumprelu_sae_parity_and_error_term():
     rng = np.random.default_rng(2)
-    weights = {k: rng.normal(size=shape).astype(np.float32) * 0.3 for k, shape in
-               {"W_enc": (N, 20), "W_dec": (20, N), "threshold": (20,), "b_enc": (20,), "b_dec": (N,)}.items()}
+    weights = {
+        k: rng.normal(size=shape).astype(np.float32) * 0.3
+        for k, shape in {"W_enc": (N, 20), "W_dec": (20, N), "threshold": (20,), "b_enc": (20,), "b_dec": (N,)}.items()
+    }
     theirs = pv.JumpReLUAutoencoderIntervention(embed_dim=N, low_rank_dimension=20)
     with torch.no_grad():
         for k, v in weights.items():
@@ -91,7 +93,9 @@ def test_pca_and_autoencoder_by_hand():
     enc = lambda x: np.maximum((x - np.asarray(ae.b_dec)) @ np.asarray(ae.W_enc) + np.asarray(ae.b_enc), 0)
     z = enc(B)
     z[:, 2] = enc(S)[:, 2]
-    np.testing.assert_allclose(ae(B, S, jnp.array([[2]] * 4)), z @ np.asarray(ae.W_dec) + np.asarray(ae.b_dec), atol=1e-5)
+    np.testing.assert_allclose(
+        ae(B, S, jnp.array([[2]] * 4)), z @ np.asarray(ae.W_dec) + np.asarray(ae.b_dec), atol=1e-5
+    )
 
 
 def test_orthogonality_holds_after_training():
@@ -105,9 +109,9 @@ def test_orthogonality_holds_after_training():
 
         @jax.jit
         def step(params, state):
-            loss = lambda p: jnp.sum((eqx.combine(p, static)(B, S, jnp.array([[0, 1]] * 4)) - target) ** 2)
+            loss = lambda p: jnp.sum((eqx.combine(p, static)(B, S, jnp.array([[0, 1]] * 4)) - target) ** 2)  # noqa: B023
             value, grads = jax.value_and_grad(loss)(params)
-            updates, state = opt.update(grads, state, params)
+            updates, state = opt.update(grads, state, params)  # noqa: B023
             return optax.apply_updates(params, updates), state, value
 
         first = None
@@ -127,8 +131,17 @@ def gpt2_pair():
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_embd=24, n_layer=3, n_head=4, vocab_size=50, n_positions=32,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager")
+    config = transformers.GPT2Config(
+        n_embd=24,
+        n_layer=3,
+        n_head=4,
+        vocab_size=50,
+        n_positions=32,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="eager",
+    )
     torch_model = transformers.GPT2LMHeadModel(config).eval()
     with tempfile.TemporaryDirectory() as d:
         torch_model.save_pretrained(d)
@@ -139,13 +152,20 @@ def gpt2_pair():
 @pytest.mark.parametrize("units", [1, 2])
 def test_low_rank_das_through_the_model_and_one_step_gradients(gpt2_pair, units):
     torch_model, flax_model = gpt2_pair
-    rep = {"layer": 1, "component": "block_output", "unit": "pos", "max_number_of_units": units,
-           "low_rank_dimension": 3}
+    rep = {
+        "layer": 1,
+        "component": "block_output",
+        "unit": "pos",
+        "max_number_of_units": units,
+        "low_rank_dimension": 3,
+    }
     torch.manual_seed(1)
-    pm = pv.IntervenableModel(pv.IntervenableConfig([rep], intervention_types=pv.LowRankRotatedSpaceIntervention),
-                              torch_model)
-    jm = jv.IntervenableModel(jv.IntervenableConfig([rep], intervention_types=jv.LowRankRotatedSpaceIntervention),
-                              flax_model)
+    pm = pv.IntervenableModel(
+        pv.IntervenableConfig([rep], intervention_types=pv.LowRankRotatedSpaceIntervention), torch_model
+    )
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([rep], intervention_types=jv.LowRankRotatedSpaceIntervention), flax_model
+    )
     pv_iv = list(pm.interventions.values())[0]
     pv_iv = pv_iv[0] if isinstance(pv_iv, (list, tuple)) else pv_iv
     w = _weight(pv_iv)
@@ -156,6 +176,7 @@ def test_low_rank_das_through_the_model_and_one_step_gradients(gpt2_pair, units)
     positions = [[[1, 2][:units]] * 3]
     locs = {"sources->base": (positions, positions)}
     labels = np.array([3, 7, 11])
+
     # give pyvene a plain W (a leaf), so its gradient is d loss / d W, not d loss / d raw param
     class PlainLayer(torch.nn.Module):
         def __init__(self, weight):
@@ -180,8 +201,16 @@ def test_low_rank_das_through_the_model_and_one_step_gradients(gpt2_pair, units)
         iv = jv.LowRankRotatedSpaceIntervention.from_matrix(np.asarray(w))
         iv = eqx.tree_at(lambda m: m.raw, iv, wmat)
         # evaluate with W used as is (it is orthonormal already: orthonormal(W) == W)
-        out, _ = jv.core.run(jm.adapter, plan, params, (iv,), batch["base"], batch["sources"], batch["locations"],
-                             logit_positions=batch["logit_positions"])
+        out, _ = jv.core.run(
+            jm.adapter,
+            plan,
+            params,
+            (iv,),
+            batch["base"],
+            batch["sources"],
+            batch["locations"],
+            logit_positions=batch["logit_positions"],
+        )
         return jv.training.iit_loss(out["logits"], batch["labels"])
 
     np.testing.assert_allclose(loss_of(w), loss.item(), rtol=1e-5)

@@ -27,8 +27,16 @@ H, DH = 4, 8
 
 
 def _config(**kw):
-    base = dict(hidden_size=32, num_attention_heads=H, num_hidden_layers=2, vocab_size=50, intermediate_size=64,
-                max_position_embeddings=64, initializer_range=0.3, attn_implementation="eager")
+    base = dict(
+        hidden_size=32,
+        num_attention_heads=H,
+        num_hidden_layers=2,
+        vocab_size=50,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+        attn_implementation="eager",
+    )
     return transformers.GPTNeoXConfig(**{**base, **kw})
 
 
@@ -63,9 +71,14 @@ def _close(ours, theirs, atol=1e-4):
 
 
 # ------------------------------------------------------------------------------ numerics
-@pytest.mark.parametrize("pct, parallel, act, bias", [
-    (0.25, False, "gelu_new", True), (1.0, True, "gelu", False), (1.0, False, "relu", True),
-])  # rotary_pct 0.25 with the parallel residual and exact GELU: the `pair` model (Pythia's settings)
+@pytest.mark.parametrize(
+    "pct, parallel, act, bias",
+    [
+        (0.25, False, "gelu_new", True),
+        (1.0, True, "gelu", False),
+        (1.0, False, "relu", True),
+    ],
+)  # rotary_pct 0.25 with the parallel residual and exact GELU: the `pair` model (Pythia's settings)
 def test_logits_match_torch(pct, parallel, act, bias):
     tm = _torch_model(rotary_pct=pct, use_parallel_residual=parallel, hidden_act=act, attention_bias=bias)
     model = _load(tm)
@@ -107,7 +120,9 @@ def test_pytorch_bin_fallback_and_bfloat16_safetensors(pair):
     bf16 = _torch_model().to(torch.bfloat16)
     loaded = _load(bf16)  # numpy has no bfloat16: read by hand
     w = bf16.gpt_neox.layers[1].attention.query_key_value.weight.detach().float().numpy()
-    np.testing.assert_array_equal(loaded.params["gpt_neox"]["layers"]["1"]["attention"]["query_key_value"]["kernel"], w.T)
+    np.testing.assert_array_equal(
+        loaded.params["gpt_neox"]["layers"]["1"]["attention"]["query_key_value"]["kernel"], w.T
+    )
 
 
 def test_checkpoint_and_config_errors(pair, tmp_path):
@@ -146,8 +161,10 @@ def test_cached_greedy_equals_recomputation_and_torch(pair):
     """jaxvene's decode loop (`init_cache`, the "cache" collection) against recomputing the prefix."""
     tm, model = pair
     n_new, (b, t) = 5, BASE.shape
-    jm = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
-                                                    intervention_types=jv.AdditionIntervention), model)
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "block_output"}], intervention_types=jv.AdditionIntervention),
+        model,
+    )
     _, with_cache = jm.generate({"input_ids": BASE}, source_representations=jnp.zeros(32), max_new_tokens=n_new)
     cache = jax.eval_shape(lambda: model.init_cache(b, t + n_new))
     assert cache["gpt_neox"]["layers"]["1"]["attention"]["cached_key"].shape == (b, t + n_new, H, DH)
@@ -158,8 +175,13 @@ def test_cached_greedy_equals_recomputation_and_torch(pair):
         seq[:, i] = np.argmax(np.asarray(model(seq).logits)[:, i - 1], -1)
     np.testing.assert_array_equal(with_cache, seq)
     with torch.no_grad():
-        ref = tm.generate(torch.tensor(BASE), attention_mask=torch.ones(BASE.shape, dtype=torch.long),
-                          max_new_tokens=n_new, do_sample=False, pad_token_id=0).numpy()
+        ref = tm.generate(
+            torch.tensor(BASE),
+            attention_mask=torch.ones(BASE.shape, dtype=torch.long),
+            max_new_tokens=n_new,
+            do_sample=False,
+            pad_token_id=0,
+        ).numpy()
     np.testing.assert_array_equal(with_cache, ref)
 
 
@@ -184,8 +206,10 @@ LOCS = {"pos": (SRC_POS, BASE_POS), "h.pos": ([HEADS, SRC_POS], [HEADS, BASE_POS
 
 
 def _reps_and_locs(sites):
-    reps = [{"layer": layer, "component": c, "unit": unit, "max_number_of_units": 1, "group_key": 0}
-            for layer, c, unit in sites]
+    reps = [
+        {"layer": layer, "component": c, "unit": unit, "max_number_of_units": 1, "group_key": 0}
+        for layer, c, unit in sites
+    ]
     src, base = zip(*(LOCS[unit] for _, _, unit in sites))
     return reps, {"sources->base": (list(src), list(base))}
 
@@ -200,8 +224,9 @@ def test_vanilla_patches_match_pyvene(pair, registered):
     # each site matters: dropping any one of them changes the logits
     for k in range(len(sites)):
         fewer = [r for i, r in enumerate(reps) if i != k]
-        fewer_locs = {"sources->base": tuple([x for i, x in enumerate(side) if i != k]
-                                             for side in locs["sources->base"])}
+        fewer_locs = {
+            "sources->base": tuple([x for i, x in enumerate(side) if i != k] for side in locs["sources->base"])
+        }
         assert np.abs(ours - _pyvene(tm, fewer, fewer_locs)).max() > 1e-3
 
 
@@ -214,6 +239,7 @@ def _hand_patch(tm, specs):
     def save(layer):
         def hook(mod, args, out):
             saved[layer] = out.detach().clone()
+
         return hook
 
     def swap(layer):
@@ -226,6 +252,7 @@ def _hand_patch(tm, specs):
                     for b, ((sp,), (bp,)) in enumerate(zip(SRC_POS, BASE_POS)):
                         view[b, bp, heads[b], which] = src[b, sp, heads[b], which]
             return out
+
         return hook
 
     def run(ids, make):

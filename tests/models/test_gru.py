@@ -13,17 +13,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pv = pytest.importorskip("pyvene")
 
+from pyvene.models.gru import modelings_gru as pv_gru  # noqa: E402
+
 import jaxvene as jv  # noqa: E402
 from jaxvene.models.gru import GRUForClassification, GRULMHeadModel, GRUModel  # noqa: E402
-from pyvene.models.gru import modelings_gru as pv_gru  # noqa: E402
 
 D, T = 8, 5
 
 
 def _torch(cls=pv_gru.GRUForClassification, **kw):
     torch.manual_seed(0)
-    config = pv_gru.GRUConfig(**{"h_dim": D, "n_layer": 2, "n_labels": 3, "vocab_size": 20,
-                                 "max_position_embeddings": 16, **kw})
+    config = pv_gru.GRUConfig(
+        **{"h_dim": D, "n_layer": 2, "n_labels": 3, "vocab_size": 20, "max_position_embeddings": 16, **kw}
+    )
     return cls(config).eval()
 
 
@@ -58,8 +60,11 @@ def _jaxvene(model, reps, base, src, locs, types=jv.VanillaIntervention):
 # ------------------------------------------------------------------------------ numerics
 def test_outputs_match_pyvene():
     x = torch.tensor(BASE)
-    for cls, ours_cls in [(pv_gru.GRUForClassification, GRUForClassification),
-                          (pv_gru.GRULMHeadModel, GRULMHeadModel), (pv_gru.GRUModel, GRUModel)]:
+    for cls, ours_cls in [
+        (pv_gru.GRUForClassification, GRUForClassification),
+        (pv_gru.GRULMHeadModel, GRULMHeadModel),
+        (pv_gru.GRUModel, GRUModel),
+    ]:
         tm = _torch(cls)
         with torch.no_grad():
             ref = tm(inputs_embeds=x.clone())[0].numpy()
@@ -83,11 +88,14 @@ def test_outputs_match_pyvene():
 def test_every_step_interchange_matches_pyvene(pair):
     """Two components (one a third of x2h) over all base steps, fed by source steps 2..6."""
     tm, model = pair
-    reps = [{"layer": 0, "component": "update_gate_output", "group_key": 0},
-            {"layer": 1, "component": "new_x2h_output", "group_key": 0}]
+    reps = [
+        {"layer": 0, "component": "update_gate_output", "group_key": 0},
+        {"layer": 1, "component": "new_x2h_output", "group_key": 0},
+    ]
     src_steps, base_steps = [[list(range(2, T + 2))]], [[list(range(T))]]
-    theirs = _pyvene(tm, [dict(r, unit="t") for r in reps], BASE[:1], SRC[:1],
-                     {"sources->base": (src_steps * 2, base_steps * 2)})
+    theirs = _pyvene(
+        tm, [dict(r, unit="t") for r in reps], BASE[:1], SRC[:1], {"sources->base": (src_steps * 2, base_steps * 2)}
+    )
     ours = _jaxvene(model, reps, BASE[:1], SRC[:1], {"sources->base": (src_steps * 2, base_steps * 2)})
     _close(ours, theirs)
     plain = np.asarray(model({"inputs_embeds": BASE[:1]})["logits"])
@@ -102,12 +110,16 @@ def test_single_steps_match_pyvene_with_its_zeroing(pair):
     tm, model = pair
     sites = [(0, "cell_output", 1, 3), (1, "reset_h2h_output", 4, 2)]
     reps = [{"layer": l, "component": c, "unit": "t", "group_key": 0} for l, c, _, _ in sites]
-    theirs = _pyvene(tm, reps, BASE[:1], SRC[:1],
-                     {"sources->base": ([[[s]] for *_, s, _ in sites], [[[b]] for *_, b in sites])})
-    patch = [{"layer": l, "component": c, "group_key": 0, "intervention_type": jv.VanillaIntervention}
-             for l, c, _, _ in sites]
-    zero = [{"layer": l, "component": c, "group_key": 0, "intervention_type": jv.ZeroIntervention}
-            for l, c, _, _ in sites]
+    theirs = _pyvene(
+        tm, reps, BASE[:1], SRC[:1], {"sources->base": ([[[s]] for *_, s, _ in sites], [[[b]] for *_, b in sites])}
+    )
+    patch = [
+        {"layer": l, "component": c, "group_key": 0, "intervention_type": jv.VanillaIntervention}
+        for l, c, _, _ in sites
+    ]
+    zero = [
+        {"layer": l, "component": c, "group_key": 0, "intervention_type": jv.ZeroIntervention} for l, c, _, _ in sites
+    ]
     others = [[[t for t in range(T) if t != b]] for *_, b in sites]
     locs = {"sources->base": ([[[s]] for *_, s, _ in sites] + [None, None], [[[b]] for *_, b in sites] + others)}
     _close(_jaxvene(model, patch + zero, BASE[:1], SRC[:1], locs, types=None), theirs)
@@ -116,6 +128,7 @@ def test_single_steps_match_pyvene_with_its_zeroing(pair):
 def _hand_patch(tm, specs, base, src):
     """Classifier logits of `base` where, per `(layer, third, {example: (src_step, base_step)})`,
     cell `layer`'s output (third None) or a third of its h2h output takes the source's value."""
+
     def run(x, edit):
         calls, handles = {}, []
         for layer, third, _ in specs:
@@ -124,6 +137,7 @@ def _hand_patch(tm, specs, base, src):
             def hook(m, args, out, key=(layer, third)):
                 step = calls[key] = calls.get(key, -1) + 1
                 return edit(key, step, out)
+
             handles.append(mod.register_forward_hook(hook))
         try:
             with torch.no_grad():
@@ -155,8 +169,12 @@ def test_batched_single_steps_match_hand_patch(pair):
     tm, model = pair
     sites = [(0, "cell_output", None, {0: (1, 3), 1: (6, 0)}), (1, "update_h2h_output", 1, {0: (4, 2), 1: (0, 4)})]
     reps = [{"layer": l, "component": c, "group_key": 0} for l, c, _, _ in sites]
-    locs = {"sources->base": ([[[st[b][0]] for b in (0, 1)] for *_, st in sites],
-                              [[[st[b][1]] for b in (0, 1)] for *_, st in sites])}
+    locs = {
+        "sources->base": (
+            [[[st[b][0]] for b in (0, 1)] for *_, st in sites],
+            [[[st[b][1]] for b in (0, 1)] for *_, st in sites],
+        )
+    }
     ours = _jaxvene(model, reps, BASE, SRC, locs)
     _close(ours, _hand_patch(tm, [(l, third, st) for l, _, third, st in sites], BASE, SRC))
     assert np.abs(ours - np.asarray(model({"inputs_embeds": BASE})["logits"])).max() > 1e-3
@@ -174,8 +192,10 @@ def test_sites_collect_and_unit_t(pair):
         adapter.site("cell_output", 2)
     # collecting every step of the top cell gives the whole trajectory (pyvene's GRUModel output)
     bare = GRUModel.from_torch(tm.gru)
-    jm = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "cell_output"}],
-                                                    intervention_types=jv.CollectIntervention), bare)
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "cell_output"}], intervention_types=jv.CollectIntervention),
+        bare,
+    )
     (_, collected), _ = jm({"inputs_embeds": BASE}, unit_locations={"base": [0, 1, 2, 3, 4]})
     with torch.no_grad():
         _close(collected[0], tm.gru(inputs_embeds=torch.tensor(BASE))[0].numpy())

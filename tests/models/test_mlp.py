@@ -11,8 +11,9 @@ import jaxvene as jv
 def mlps():
     pv = pytest.importorskip("pyvene")
     torch.manual_seed(0)
-    config = pv.models.mlp.modelings_mlp.MLPConfig(h_dim=6, n_layer=3, num_classes=2, activation_function="relu",
-                                                   pdrop=0.0, include_emb=False)
+    config = pv.models.mlp.modelings_mlp.MLPConfig(
+        h_dim=6, n_layer=3, num_classes=2, activation_function="relu", pdrop=0.0, include_emb=False
+    )
     torch_model = pv.models.mlp.modelings_mlp.MLPForClassification(config).eval()
     return pv, torch_model, jv.MLPForClassification.from_torch(torch_model)
 
@@ -32,10 +33,16 @@ def test_logits_equal_pyvene_model(mlps):
 def test_subspace_interchange_equals_pyvene(mlps, component):
     pv, torch_model, model = mlps
     rep = {"layer": 1, "component": component, "subspace_partition": [[0, 3], [3, 6]]}
-    pv_model = pv.IntervenableModel(pv.IntervenableConfig([rep], intervention_types=pv.VanillaIntervention), torch_model)
+    pv_model = pv.IntervenableModel(
+        pv.IntervenableConfig([rep], intervention_types=pv.VanillaIntervention), torch_model
+    )
     with torch.no_grad():
-        _, ref = pv_model({"inputs_embeds": torch.tensor(X)}, [{"inputs_embeds": torch.tensor(XS)}],
-                          {"sources->base": 0}, subspaces=[[[1]] * 4])
+        _, ref = pv_model(
+            {"inputs_embeds": torch.tensor(X)},
+            [{"inputs_embeds": torch.tensor(XS)}],
+            {"sources->base": 0},
+            subspaces=[[[1]] * 4],
+        )
     jm = jv.IntervenableModel(jv.IntervenableConfig([rep], intervention_types=jv.VanillaIntervention), model)
     _, out = jm({"inputs_embeds": X}, [{"inputs_embeds": XS}], {"sources->base": 0}, subspaces=[[[1]] * 4])
     np.testing.assert_allclose(out["logits"], ref[0].numpy(), atol=1e-5)

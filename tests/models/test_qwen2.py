@@ -24,9 +24,18 @@ H, KV, DH = 4, 2, 8
 
 
 def _config(**kw):
-    base = dict(hidden_size=32, num_attention_heads=H, num_key_value_heads=KV, num_hidden_layers=2, vocab_size=50,
-                intermediate_size=64, max_position_embeddings=64, initializer_range=0.3, rope_theta=10000.0,
-                attn_implementation="eager")
+    base = dict(
+        hidden_size=32,
+        num_attention_heads=H,
+        num_key_value_heads=KV,
+        num_hidden_layers=2,
+        vocab_size=50,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+        rope_theta=10000.0,
+        attn_implementation="eager",
+    )
     return transformers.Qwen2Config(**{**base, **kw})
 
 
@@ -62,9 +71,11 @@ def _close(ours, theirs, atol=1e-4):
 
 
 # ------------------------------------------------------------------------------ numerics
-@pytest.mark.parametrize("kw", [{}, {"tie_word_embeddings": True},
-                                {"use_sliding_window": True, "sliding_window": 3, "max_window_layers": 1}],
-                         ids=["untied", "tied", "sliding"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"tie_word_embeddings": True}, {"use_sliding_window": True, "sliding_window": 3, "max_window_layers": 1}],
+    ids=["untied", "tied", "sliding"],
+)
 def test_logits_match_torch(kw):
     tm = _torch_model(**kw)
     model = _load(tm)
@@ -113,15 +124,19 @@ def test_cached_greedy_matches_torch_with_left_padding(pair):
     n_new = 5
     mask = np.ones_like(BASE)
     mask[0, :2] = 0
-    jm = jv.IntervenableModel(jv.IntervenableConfig([{"layer": 1, "component": "block_output"}],
-                                                    intervention_types=jv.AdditionIntervention), model)
-    _, ours = jm.generate({"input_ids": BASE, "attention_mask": mask}, source_representations=jnp.zeros(32),
-                          max_new_tokens=n_new)
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "block_output"}], intervention_types=jv.AdditionIntervention),
+        model,
+    )
+    _, ours = jm.generate(
+        {"input_ids": BASE, "attention_mask": mask}, source_representations=jnp.zeros(32), max_new_tokens=n_new
+    )
     cache = jax.eval_shape(lambda: model.init_cache(2, BASE.shape[1] + n_new))
     assert cache["model"]["layers"]["1"]["self_attn"]["cached_key"].shape == (2, BASE.shape[1] + n_new, KV, DH)
     with torch.no_grad():
-        ref = tm.generate(torch.tensor(BASE), attention_mask=torch.tensor(mask), max_new_tokens=n_new,
-                          do_sample=False, pad_token_id=0).numpy()
+        ref = tm.generate(
+            torch.tensor(BASE), attention_mask=torch.tensor(mask), max_new_tokens=n_new, do_sample=False, pad_token_id=0
+        ).numpy()
     np.testing.assert_array_equal(ours, ref)
 
 
@@ -138,8 +153,10 @@ SITES = [
 
 
 def _reps_and_locs(sites):
-    reps = [{"layer": layer, "component": c, "unit": unit, "max_number_of_units": 1, "group_key": 0}
-            for layer, c, unit, _, _ in sites]
+    reps = [
+        {"layer": layer, "component": c, "unit": unit, "max_number_of_units": 1, "group_key": 0}
+        for layer, c, unit, _, _ in sites
+    ]
     return reps, {"sources->base": ([s[3] for s in sites], [s[4] for s in sites])}
 
 
@@ -186,7 +203,7 @@ def test_site_table_and_adapter(pair, registered):
     positions = jnp.array([[1, 5], [0, 3]])
     for m in (model, _load(_torch_model(tie_word_embeddings=True))):  # both unembeddings
         a = m.jaxvene_adapter()
-        some = jax.jit(lambda p: a.apply(p, inputs, logit_positions=positions)["logits"])(m.params)
+        some = jax.jit(lambda p: a.apply(p, inputs, logit_positions=positions)["logits"])(m.params)  # noqa: B023
         _close(some, jnp.take_along_axis(m(BASE).logits, positions[..., None], axis=1), atol=1e-5)
     # act_fn has no params: the params mirror HF's state dict
     assert set(model.params["model"]["layers"]["0"]["mlp"]) == {"gate_proj", "up_proj", "down_proj"}
@@ -198,15 +215,25 @@ def test_sweep_uses_the_layer_stack(pair):
     src = SRC[:, : BASE.shape[1]]
     metric = lambda logits: logits[:, -1, :3]  # noqa: E731
     for component, unit in [("block_output", "pos"), ("head_value_output", "h.pos")]:
-        grid = jv.sweep(model, {"input_ids": BASE}, {"input_ids": src}, metric=metric, component=component,
-                        positions=[1, 4], heads=[1] if unit == "h.pos" else None, progress=False)
+        grid = jv.sweep(
+            model,
+            {"input_ids": BASE},
+            {"input_ids": src},
+            metric=metric,
+            component=component,
+            positions=[1, 4],
+            heads=[1] if unit == "h.pos" else None,
+            progress=False,
+        )
         for layer in range(2):
-            jm = jv.IntervenableModel(jv.IntervenableConfig([{"layer": layer, "component": component, "unit": unit}]),
-                                      model)
+            jm = jv.IntervenableModel(
+                jv.IntervenableConfig([{"layer": layer, "component": component, "unit": unit}]), model
+            )
             for j, p in enumerate([1, 4]):
                 at = [[[p]] * 2]
-                locs = {"sources->base": (at, at)} if unit == "pos" else {
-                    "sources->base": ([[[[1]] * 2, [[p]] * 2]],) * 2}
+                locs = (
+                    {"sources->base": (at, at)} if unit == "pos" else {"sources->base": ([[[[1]] * 2, [[p]] * 2]],) * 2}
+                )
                 _, out = jm({"input_ids": BASE}, [{"input_ids": src}], locs)
                 cell = grid[layer, j] if unit == "pos" else grid[layer, 0, j]
                 _close(cell, metric(out.logits))

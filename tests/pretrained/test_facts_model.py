@@ -5,8 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from jaxvene.pretrained import _facts
-from jaxvene.pretrained import encode_prompt, facts, load_facts_model
+from jaxvene.pretrained import _facts, encode_prompt, facts, load_facts_model
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +90,15 @@ def test_causal_tracing_finds_recall_at_the_subjects_last_token(facts_model):
     at_subject, after_subject = [], []
     for i, fact in enumerate(chosen):
         trace = jv.causal_trace(
-            model, {"input_ids": encode_prompt(fact["prompt"], tokenizer)}, fact["subject_token_positions"],
-            tokenizer.convert_tokens_to_ids(fact["answer"]), key=jax.random.key(i), components=("mlp_output",),
-            windows={"mlp_output": 1}, progress=False)
+            model,
+            {"input_ids": encode_prompt(fact["prompt"], tokenizer)},
+            fact["subject_token_positions"],
+            tokenizer.convert_tokens_to_ids(fact["answer"]),
+            key=jax.random.key(i),
+            components=("mlp_output",),
+            windows={"mlp_output": 1},
+            progress=False,
+        )
         assert trace.clean > 0.9 and trace.corrupted < 0.5 * trace.clean, (fact, trace.clean, trace.corrupted)
         share = trace.indirect_effect("mlp_output") / (trace.clean - trace.corrupted)
         last = fact["subject_token_positions"][-1]

@@ -11,9 +11,13 @@ from jaxvene.training._causal_model import CausalModel, stack_dataset
 
 def and_model(seed=0):
     """pyvene's unit-test model: inputs A, B default to True; C = A and B."""
-    return CausalModel(["A", "B", "C"], {v: [False, True] for v in "ABC"},
-                       {"A": [], "B": [], "C": ["A", "B"]},
-                       {"A": lambda: True, "B": lambda: True, "C": lambda a, b: a and b}, seed=seed)
+    return CausalModel(
+        ["A", "B", "C"],
+        {v: [False, True] for v in "ABC"},
+        {"A": [], "B": [], "C": ["A", "B"]},
+        {"A": lambda: True, "B": lambda: True, "C": lambda a, b: a and b},
+        seed=seed,
+    )
 
 
 ENTITIES = [0, 1, 2, 3]
@@ -22,12 +26,27 @@ ENTITIES = [0, 1, 2, 3]
 def equality_model(seed=0):
     return CausalModel(
         ["W", "X", "Y", "Z", "WX", "YZ", "O"],
-        {"W": ENTITIES, "X": ENTITIES, "Y": ENTITIES, "Z": ENTITIES,
-         "WX": [False, True], "YZ": [False, True], "O": [False, True]},
+        {
+            "W": ENTITIES,
+            "X": ENTITIES,
+            "Y": ENTITIES,
+            "Z": ENTITIES,
+            "WX": [False, True],
+            "YZ": [False, True],
+            "O": [False, True],
+        },
         {"W": [], "X": [], "Y": [], "Z": [], "WX": ["W", "X"], "YZ": ["Y", "Z"], "O": ["WX", "YZ"]},
-        {"W": lambda: 0, "X": lambda: 0, "Y": lambda: 0, "Z": lambda: 0,
-         "WX": lambda w, x: w == x, "YZ": lambda y, z: y == z, "O": lambda a, b: a == b},
-        seed=seed)
+        {
+            "W": lambda: 0,
+            "X": lambda: 0,
+            "Y": lambda: 0,
+            "Z": lambda: 0,
+            "WX": lambda w, x: w == x,
+            "YZ": lambda y, z: y == z,
+            "O": lambda a, b: a == b,
+        },
+        seed=seed,
+    )
 
 
 # ---------------------------------------------------------------- structure and forward runs
@@ -36,16 +55,24 @@ def test_structure_of_and_model():
     assert m.inputs == ["A", "B"] and m.outputs == ["C"]
     assert m.children == {"A": ["C"], "B": ["C"], "C": []}
     assert m.timesteps == {"A": 0, "B": 0, "C": 1}
-    assert m.equiv_classes == {"C": {False: [{"A": False, "B": False}, {"A": False, "B": True},
-                                             {"A": True, "B": False}],
-                                     True: [{"A": True, "B": True}]}}
+    assert m.equiv_classes == {
+        "C": {
+            False: [{"A": False, "B": False}, {"A": False, "B": True}, {"A": True, "B": False}],
+            True: [{"A": True, "B": True}],
+        }
+    }
     assert m.generate_equiv_classes() is m.equiv_classes
 
 
 def test_order_is_by_name_then_timestep_and_user_lists_are_untouched():
     names = ["C", "B", "A"]
-    m = CausalModel(names, {v: [0, 1] for v in names}, {"A": [], "B": [], "C": ["B", "A"]},
-                    {"A": lambda: 0, "B": lambda: 1, "C": lambda b, a: 10 * b + a}, equiv_classes={"C": {}})
+    m = CausalModel(
+        names,
+        {v: [0, 1] for v in names},
+        {"A": [], "B": [], "C": ["B", "A"]},
+        {"A": lambda: 0, "B": lambda: 1, "C": lambda b, a: 10 * b + a},
+        equiv_classes={"C": {}},
+    )
     assert names == ["C", "B", "A"]
     assert m.variables == ["A", "B", "C"] and m.inputs == ["A", "B"]
     np.testing.assert_array_equal(m.input_to_tensor({"A": 3, "B": 4}), [3.0, 4.0])
@@ -54,9 +81,12 @@ def test_order_is_by_name_then_timestep_and_user_lists_are_untouched():
 
 def test_timesteps_longest_path_and_outputs_last():
     # A -> M1 -> M2 -> O1 and A -> O2: O2 is moved to the last step, as in pyvene
-    m = CausalModel(["A", "M1", "M2", "O1", "O2"], {v: [0, 1] for v in ["A", "M1", "M2", "O1", "O2"]},
-                    {"A": [], "M1": ["A"], "M2": ["M1", "A"], "O1": ["M2"], "O2": ["A"]},
-                    {"A": lambda: 0, "M1": lambda a: a, "M2": lambda m, a: m, "O1": lambda m: m, "O2": lambda a: a})
+    m = CausalModel(
+        ["A", "M1", "M2", "O1", "O2"],
+        {v: [0, 1] for v in ["A", "M1", "M2", "O1", "O2"]},
+        {"A": [], "M1": ["A"], "M2": ["M1", "A"], "O1": ["M2"], "O2": ["A"]},
+        {"A": lambda: 0, "M1": lambda a: a, "M2": lambda m, a: m, "O1": lambda m: m, "O2": lambda a: a},
+    )
     assert m.timesteps == {"A": 0, "M1": 1, "M2": 2, "O1": 3, "O2": 3}
     assert m.outputs == ["O1", "O2"] and m.intermediates == ["M1", "M2"]
 
@@ -92,15 +122,15 @@ def test_hierarchical_equality_interchange_by_hand():
     yz_true = {"W": 0, "X": 1, "Y": 2, "Z": 2}
     # (base, sources, expected O), each worked out by hand
     cases = [
-        ({"W": 1, "X": 1, "Y": 2, "Z": 0}, {}, False),                      # WX=T, YZ=F
-        ({"W": 1, "X": 1, "Y": 2, "Z": 0}, {"WX": wx_false}, True),         # F == F
-        ({"W": 1, "X": 1, "Y": 2, "Z": 0}, {"WX": wx_true}, False),         # T != F
-        ({"W": 0, "X": 1, "Y": 2, "Z": 2}, {"WX": wx_true}, True),          # T == T
-        ({"W": 0, "X": 1, "Y": 2, "Z": 2}, {"WX": wx_false}, False),        # F != T
-        ({"W": 1, "X": 1, "Y": 1, "Z": 1}, {"WX": wx_false}, False),        # F != T
-        ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"WX": wx_false}, True),         # F == F
-        ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"WX": yz_true}, True),          # source's WX is F (0 != 1)
-        ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"YZ": yz_true}, False),         # F != T
+        ({"W": 1, "X": 1, "Y": 2, "Z": 0}, {}, False),  # WX=T, YZ=F
+        ({"W": 1, "X": 1, "Y": 2, "Z": 0}, {"WX": wx_false}, True),  # F == F
+        ({"W": 1, "X": 1, "Y": 2, "Z": 0}, {"WX": wx_true}, False),  # T != F
+        ({"W": 0, "X": 1, "Y": 2, "Z": 2}, {"WX": wx_true}, True),  # T == T
+        ({"W": 0, "X": 1, "Y": 2, "Z": 2}, {"WX": wx_false}, False),  # F != T
+        ({"W": 1, "X": 1, "Y": 1, "Z": 1}, {"WX": wx_false}, False),  # F != T
+        ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"WX": wx_false}, True),  # F == F
+        ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"WX": yz_true}, True),  # source's WX is F (0 != 1)
+        ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"YZ": yz_true}, False),  # F != T
         ({"W": 0, "X": 1, "Y": 0, "Z": 2}, {"WX": wx_true, "YZ": yz_true}, True),
         ({"W": 3, "X": 3, "Y": 3, "Z": 3}, {"WX": wx_false, "YZ": wx_false}, False),  # F != T (YZ of wx_false)
     ]
@@ -132,10 +162,13 @@ def test_tree_balanced_sampling_is_balanced_and_hits_requested_values():
 
 def test_tree_balanced_on_a_diamond_still_hits_the_value():
     # A feeds both M and N; O = M xor N, so O is always False: only False can be requested
-    m = CausalModel(["A", "B", "M", "N", "O"], {v: [False, True] for v in "ABMNO"},
-                    {"A": [], "B": [], "M": ["A", "B"], "N": ["A"], "O": ["M", "N"]},
-                    {"A": lambda: False, "B": lambda: False, "M": lambda a, b: a or b,
-                     "N": lambda a: a, "O": lambda x, y: x != y}, seed=0)
+    m = CausalModel(
+        ["A", "B", "M", "N", "O"],
+        {v: [False, True] for v in "ABMNO"},
+        {"A": [], "B": [], "M": ["A", "B"], "N": ["A"], "O": ["M", "N"]},
+        {"A": lambda: False, "B": lambda: False, "M": lambda a, b: a or b, "N": lambda a: a, "O": lambda x, y: x != y},
+        seed=0,
+    )
     for _ in range(50):
         s = m.sample_input_tree_balanced(output_var_value=True)
         assert m.run_forward(s)["O"] is True
@@ -188,15 +221,17 @@ def test_counterfactual_dataset_fixed_samplers():
     def sampler(output_var=None, output_var_value=None):
         return {"A": True, "B": True} if output_var else {"A": True, "B": False}
 
-    data = m.generate_counterfactual_dataset(4, lambda iv: 0, 1, sampler=sampler,
-                                             intervention_sampler=lambda: {"B": True}, return_tensors=False)
+    data = m.generate_counterfactual_dataset(
+        4, lambda iv: 0, 1, sampler=sampler, intervention_sampler=lambda: {"B": True}, return_tensors=False
+    )
     assert len(data) == 4
     ex = data[0]
     assert ex["input_ids"] == {"A": True, "B": False} and ex["source_input_ids"][0]["B"] is True
     assert ex["intervention_id"] == [0] and ex["intervention"] == {"B": True}
     assert ex["base_labels"]["C"] is False and ex["labels"]["C"] is True
-    batch = stack_dataset(m.generate_counterfactual_dataset(4, lambda iv: 5, 2, sampler=sampler,
-                                                            intervention_sampler=lambda: {"B": True}))
+    batch = stack_dataset(
+        m.generate_counterfactual_dataset(4, lambda iv: 5, 2, sampler=sampler, intervention_sampler=lambda: {"B": True})
+    )
     np.testing.assert_array_equal(batch["input_ids"], [[1, 0]] * 4)
     np.testing.assert_array_equal(batch["source_input_ids"], [[[1, 1]]] * 4)  # one source, no padding
     np.testing.assert_array_equal(batch["base_labels"], [[0]] * 4)
@@ -220,7 +255,7 @@ def test_counterfactual_dataset_hierarchical_equality():
     dicts = m.generate_counterfactual_dataset(30, intervention_id, 4, return_tensors=False, seed=11)
     assert len(dicts) == 32  # rounded up to a multiple of batch_size, as pyvene
     for start in range(0, 32, 4):  # each batch shares one intervention
-        assert all(d["intervention"] == dicts[start]["intervention"] for d in dicts[start:start + 4])
+        assert all(d["intervention"] == dicts[start]["intervention"] for d in dicts[start : start + 4])
     for d in dicts:
         iv, base = d["intervention"], d["input_ids"]
         intervened = [v for v in ("WX", "YZ") if v in iv]
@@ -228,7 +263,7 @@ def test_counterfactual_dataset_hierarchical_equality():
         for var, source in zip(intervened, d["source_input_ids"]):  # sources packed in variable order
             pair = ("W", "X") if var == "WX" else ("Y", "Z")
             assert (source[pair[0]] == source[pair[1]]) is iv[var]  # the source carries the sampled value
-        assert d["source_input_ids"][len(intervened):] == [{}] * (2 - len(intervened))
+        assert d["source_input_ids"][len(intervened) :] == [{}] * (2 - len(intervened))
         assert d["labels"]["O"] is _expected_o(base, iv)
         assert d["base_labels"]["O"] is ((base["W"] == base["X"]) == (base["Y"] == base["Z"]))
         assert d["intervention_id"] == [intervention_id(iv)]
@@ -249,20 +284,28 @@ def test_counterfactual_dataset_hierarchical_equality():
 def test_counterfactual_dataset_custom_functions_and_filter():
     m = equality_model(seed=4)
     data = m.generate_counterfactual_dataset(
-        6, lambda iv: 0, 3, filter=lambda iv: list(iv) == ["WX"],
+        6,
+        lambda iv: 0,
+        3,
+        filter=lambda iv: list(iv) == ["WX"],
         input_function=lambda s: np.array([s["W"], s["X"]], np.float32),
-        output_function=lambda s: np.array([s["O"], s["WX"]], np.float32))
+        output_function=lambda s: np.array([s["O"], s["WX"]], np.float32),
+    )
     batch = stack_dataset(data)
     assert batch["input_ids"].shape == (6, 2) and batch["source_input_ids"].shape == (6, 2, 2)
     assert (batch["source_input_ids"][:, 1] == 0).all()  # only WX intervened: one zero row
-    np.testing.assert_array_equal(batch["labels"][:, 1],  # WX of the counterfactual is the source's
-                                  batch["source_input_ids"][:, 0, 0] == batch["source_input_ids"][:, 0, 1])
+    np.testing.assert_array_equal(
+        batch["labels"][:, 1],  # WX of the counterfactual is the source's
+        batch["source_input_ids"][:, 0, 0] == batch["source_input_ids"][:, 0, 1],
+    )
 
 
 def test_reproducibility():
     def datasets(model, **kw):
-        return (stack_dataset(model.generate_factual_dataset(16, **kw)),
-                stack_dataset(model.generate_counterfactual_dataset(16, lambda iv: len(iv), 4, **kw)))
+        return (
+            stack_dataset(model.generate_factual_dataset(16, **kw)),
+            stack_dataset(model.generate_counterfactual_dataset(16, lambda iv: len(iv), 4, **kw)),
+        )
 
     a, b, c = datasets(equality_model(seed=5)), datasets(equality_model(seed=5)), datasets(equality_model(seed=6))
     for x, y, z in zip(a, b, c):
@@ -280,8 +323,9 @@ def test_reproducibility():
     # rng= and seed= agree; the model's own sampler methods passed in follow the dataset's seed
     g = equality_model(seed=0)
     r1 = g.generate_counterfactual_dataset(8, lambda iv: 0, 2, rng=np.random.default_rng(3))
-    r2 = g.generate_counterfactual_dataset(8, lambda iv: 0, 2, seed=3, sampler=g.sample_input_tree_balanced,
-                                           intervention_sampler=g.sample_intervention)
+    r2 = g.generate_counterfactual_dataset(
+        8, lambda iv: 0, 2, seed=3, sampler=g.sample_input_tree_balanced, intervention_sampler=g.sample_intervention
+    )
     for k in r1[0]:
         np.testing.assert_array_equal(stack_dataset(r1)[k], stack_dataset(r2)[k])
     assert and_model(seed=3).sample_input_tree_balanced(seed=1) == and_model(seed=4).sample_input_tree_balanced(seed=1)
@@ -312,8 +356,12 @@ def test_find_live_paths_by_hand():
 
 # ---------------------------------------------------------------- validation and drawing
 def _two(**overrides):
-    spec = {"variables": ["A", "B"], "values": {"A": [0, 1], "B": [0, 1]}, "parents": {"A": [], "B": ["A"]},
-            "functions": {"A": lambda: 0, "B": lambda a: a}}
+    spec = {
+        "variables": ["A", "B"],
+        "values": {"A": [0, 1], "B": [0, 1]},
+        "parents": {"A": [], "B": ["A"]},
+        "functions": {"A": lambda: 0, "B": lambda a: a},
+    }
     spec.update(overrides)
     return CausalModel(**spec)
 
