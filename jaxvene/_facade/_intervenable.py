@@ -9,6 +9,7 @@ of input shape or of which arguments are `None` compiles a new one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -83,8 +84,8 @@ class IntervenableModel:
         self.interventions: dict[str, Intervention] = {
             key: self._slots[p.slot] for key, p in zip(self.sorted_keys, self._plan.placements)
         }
-        self._compiled = None
-        self._plain = None
+        self._compiled: Callable | None = None
+        self._plain: Callable | None = None
         self.trace_count = 0  # how many times the intervened program was traced (compiled)
 
     # ------------------------------------------------------------------ pure-core access

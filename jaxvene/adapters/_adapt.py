@@ -58,7 +58,7 @@ def layer_stack(model: Any, what: str = "this analysis") -> LayerStack:
 
 def list_sites(model: Any, inputs: Any = None) -> dict[str, tuple[int, ...]]:
     """The sites of `model` (an adapter, or a HF Flax model) with their shapes."""
-    adapter = adapt(model)
+    adapter: Any = adapt(model)  # any adapter with a `sites` method, not only a ModelAdapter
     if isinstance(adapter, HFFlaxAdapter):
         example = {"input_ids": jnp.zeros((1, 4), jnp.int32)} if inputs is None else adapter.prepare(inputs)
         return FunctionAdapter(adapter.apply, adapter.params, adapter.prepare(example)).sites()

@@ -136,7 +136,9 @@ def sweep(
     unit = unit or ("h.pos" if site.is_head_site else "pos")
     if site.is_head_site == (unit == "pos"):
         raise ValueError(f"unit {unit!r} does not fit component {component!r} (head components take 'h' or 'h.pos')")
-    iv = VanillaIntervention() if intervention is None else intervention
+    # equinox keeps Intervention's own __init__ (all arguments optional); mypy's dataclass
+    # transform synthesises one from the fields instead
+    iv = VanillaIntervention() if intervention is None else intervention  # type: ignore[call-arg]
     base_in = adapter.prepare(base)
     adapter.validate(base_in, "base")
     batch, length = base_in["input_ids"].shape
@@ -160,15 +162,15 @@ def sweep(
     _check_range(positions, length, "position")
     if unit != "pos":
         _check_range(heads, n_heads, "head")
-    metric_positions = np.asarray([p % length for p in metric_positions], np.int32)
+    metric_pos = np.asarray([p % length for p in metric_positions], np.int32)
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
     subs = None
     if subspaces is not None:
         flat = isinstance(subspaces, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in subspaces)
         entry = [list(subspaces)] * batch if flat else broadcast_subspaces([subspaces], 1, batch)[0]
-        subs = expand_subspaces(entry, batch, iv.subspace_partition, iv.subspace_size, "sweep subspaces")
-        subs = None if subs is None else jnp.asarray(subs)
+        sub_ids = expand_subspaces(entry, batch, iv.subspace_partition, iv.subspace_size, "sweep subspaces")
+        subs = None if sub_ids is None else jnp.asarray(sub_ids)
 
     cached = clean_runs(stack, params, base_in, source_in, site, base_embedding)
     cells, grid_shape = _cells(unit, positions, heads)
@@ -206,7 +208,7 @@ def sweep(
                         jnp.int32(layer),
                         chunk_cells,
                         chunk_keys,
-                        jnp.asarray(metric_positions),
+                        jnp.asarray(metric_pos),
                         subs,
                     )
                 )

@@ -74,7 +74,7 @@ class CausalTrace:
             ax.set_yticks(np.arange(positions) + 0.5)
             ax.set_yticklabels(labels)
             ax.set_xticks(np.arange(0, layers, max(1, layers // 8)) + 0.5)
-            ax.set_xticklabels(range(0, layers, max(1, layers // 8)))
+            ax.set_xticklabels(range(0, layers, max(1, layers // 8)))  # type: ignore[arg-type]  # labels are str()-ed
             window = self.windows.get(component, 1)
             ax.set_xlabel(f"restored {component}" + (f" (window {window})" if window > 1 else "") + ", layer")
             ax.set_title(f"p(target): clean {self.clean:.3f}, corrupted {self.corrupted:.3f}", fontsize=9)

@@ -15,6 +15,7 @@ the causal model `O = (WX == YZ)` predicts. pyvene's tutorial reports test IIA 0
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import optax
@@ -133,7 +134,7 @@ def run(
 
 
 def main(quick: bool = False, from_scratch: bool = False):
-    kwargs = dict(n_train=300_000, mlp_epochs=3, das_train=30_000, das_epochs=10) if quick else {}
+    kwargs: dict[str, Any] = dict(n_train=300_000, mlp_epochs=3, das_train=30_000, das_epochs=10) if quick else {}
     if from_scratch:
         print("Training a 3-layer MLP on (W==X)==(Y==Z), then a DAS rotation of its first layer...")
     else:

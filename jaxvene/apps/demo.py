@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def run_demo(out_dir: str = "jaxvene-output", n_facts: int = 16) -> dict:
     # The finding, averaged: restoring the MLP output at the subject's last token.
     chosen = all_facts[:: max(1, len(all_facts) // n_facts)][:n_facts]
     roles = ("first subject token", "last subject token", "first word after subject", "last token")
-    shares = {role: [] for role in roles}
+    shares: dict[str, list[Any]] = {role: [] for role in roles}
     for i, f in enumerate(tqdm(chosen, desc="tracing facts", leave=False)):
         ids = encode_prompt(f["prompt"], tokenizer)
         t = jv.causal_trace(

@@ -13,28 +13,29 @@ from typing import Any
 
 __all__ = ["RepresentationConfig", "IntervenableConfig"]
 
-_FIELDS = (
-    "layer",
-    "component",
-    "unit",
-    "max_number_of_units",
-    "low_rank_dimension",
-    "intervention_type",
-    "intervention",
-    "subspace_partition",
-    "group_key",
-    "intervention_link_key",
-    "moe_key",
-    "source_representation",
-    "hidden_source_representation",
-    "latent_dim",
-)
-
+# The field names are written out in the call (not held in a variable) so that type checkers
+# see the fields.
 RepresentationConfig = namedtuple(
     "RepresentationConfig",
-    _FIELDS,
+    [
+        "layer",
+        "component",
+        "unit",
+        "max_number_of_units",
+        "low_rank_dimension",
+        "intervention_type",
+        "intervention",
+        "subspace_partition",
+        "group_key",
+        "intervention_link_key",
+        "moe_key",
+        "source_representation",
+        "hidden_source_representation",
+        "latent_dim",
+    ],
     defaults=(0, "block_output", "pos", 1, None, None, None, None, None, None, None, None, None, None),
 )
+_FIELDS = RepresentationConfig._fields
 RepresentationConfig.__doc__ = """One intervention site (pyvene's fields and defaults).
 
 layer, component: where (`component` is a pyvene name such as "block_output", or a module path

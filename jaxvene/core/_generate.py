@@ -21,6 +21,7 @@ pyvene's `generate` expresses three of these cases (see `IntervenableModel.gener
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ __all__ = ["generate"]
 
 def _step_locations(plan: Plan, locations, batch: int):
     """Base-side locations for a decode step: the single new token, the same heads."""
-    out = []
+    out: list[Any] = []
     for p, (_, base_loc) in zip(plan.placements, locations):
         if p.unit == "pos" or base_loc is None:
             out.append(None)  # the step's activation is (B, 1, D): all of it is the new token

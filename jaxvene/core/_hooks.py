@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import cast
 
 import flax.linen as nn
 import jax
@@ -76,7 +77,7 @@ def keep(handler, key: tuple, value) -> None:
     into `handler.reads`.
     """
     modules = _modules()
-    if modules and getattr(handler, "_flax_reads", 0):
+    if modules and bool(getattr(handler, "_flax_reads", 0)):
         module = modules[-1]
         if not module.is_mutable_collection(READS):
             raise NotImplementedError(
@@ -285,7 +286,7 @@ def _replace_output(out, index: int, fn):
         return out[:index] + (fn(out[index]),) + out[index + 1 :]
     if isinstance(out, Mapping):  # HF ModelOutput: its fields in order
         name = list(out)[index]
-        out[name] = fn(out[name])
+        cast(MutableMapping, out)[name] = fn(out[name])
         return out
     if index != 0:
         return out

@@ -21,6 +21,7 @@ tutorials fell into; write `(3, 5)` or `[[[3, 5]] * B]` to say which one you mea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -144,15 +145,16 @@ def locations_to_arrays(value, unit: str, batch: int, seq_len: int, heads: int |
         return None
     if unit == "pos":
         return _int_matrix(value, batch, seq_len, what, "position")
+    # units "h" and "h.pos" live on head sites, which always have a head count
     if unit == "h":
-        return _int_matrix(value, batch, heads, what, "head")
+        return _int_matrix(value, batch, cast(int, heads), what, "head")
     if unit == "h.pos":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ValueError(
                 f"{what}: unit 'h.pos' takes [heads, positions], each a (batch x units) nested list; got {value!r}"
             )
         return (
-            _int_matrix(value[0], batch, heads, what, "head"),
+            _int_matrix(value[0], batch, cast(int, heads), what, "head"),
             _int_matrix(value[1], batch, seq_len, what, "position"),
         )
     raise ValueError(f"unknown unit {unit!r}")

@@ -64,8 +64,12 @@ class ModelAdapter(Protocol):
     def overrides(self, taps: Any) -> dict:
         """Module re-implementations needed to report `taps` (see `jaxvene.core.handling`)."""
 
-    def apply(self, params: Any, inputs: Any, logit_positions: jax.Array | None = None) -> Any:
-        """The forward pass, a pure function of `params` and `inputs`."""
+    def apply(self, params: Any, inputs: Any) -> Any:
+        """The forward pass, a pure function of `params` and `inputs`.
+
+        An adapter that can compute the logits at chosen positions only also takes
+        `logit_positions` (`(B, K)` ints), e.g. :class:`~jaxvene.HFFlaxAdapter`; the engine
+        passes it only when the caller asks for it."""
 
     def wrap_output(self, outputs: Any) -> Any:
         """What the facade returns to the user for `apply`'s outputs."""

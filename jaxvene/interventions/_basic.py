@@ -23,7 +23,7 @@ pass any plain function `f(base, source)` / `f(base, source, subspaces)` as
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import equinox as eqx
 import jax
@@ -105,8 +105,10 @@ def swap(
     mask, so every example gets its own indices (pyvene pairs rows with the unit axis instead
     for 3-D inputs; that is a pyvene bug and is not reproduced here).
     """
+    # `source` is None only in mode "zero", which never reads it
+    src = cast(Array, source)
     if mode != "zero":
-        source = _broadcast_source(source, base).astype(base.dtype)
+        src = _broadcast_source(src, base).astype(base.dtype)
     n = base.shape[-1]
     if subspaces is None:
         k = n if interchange_dim is None else min(int(interchange_dim), n)
@@ -118,11 +120,11 @@ def swap(
             )
         mask = _expand_mask(subspace_mask(subspaces, n), base.ndim)
     if mode == "interchange":
-        return jnp.where(mask, source, base)
+        return jnp.where(mask, src, base)
     if mode == "add":
-        return base + jnp.where(mask, source, 0)
+        return base + jnp.where(mask, src, 0)
     if mode == "subtract":
-        return base - jnp.where(mask, source, 0)
+        return base - jnp.where(mask, src, 0)
     if mode == "zero":
         return jnp.where(mask, jnp.zeros_like(base), base)
     raise ValueError(f"unknown swap mode {mode!r}")

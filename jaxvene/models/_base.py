@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ class NativeCausalLM:
     `init_cache`."""
 
     module_class: ClassVar[type]  # the linen module: module_class(config, dtype=...)
-    config_class: ClassVar[Callable[[], type]]  # returns the transformers config class (lazy import)
+    config_class: ClassVar[Callable[[], Any]]  # returns the transformers config class (lazy import)
     model_type: ClassVar[str]
     family: ClassVar[object]  # its jaxvene site table
     check_config: ClassVar[Callable]  # config -> None, raises on what the port does not support
@@ -32,8 +32,8 @@ class NativeCausalLM:
         if params is None:
             params = self.module.init(jax.random.key(seed), jnp.zeros((1, 1), jnp.int32))["params"]
         self.params = params
-        self._adapter = None
-        self._jitted = None
+        self._adapter: Any = None
+        self._jitted: Callable | None = None
 
     def __call__(
         self, input_ids, attention_mask=None, position_ids=None, params=None, output_hidden_states: bool = False

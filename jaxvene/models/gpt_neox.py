@@ -301,11 +301,11 @@ class FlaxGPTNeoXModule(nn.Module):
         if output_attentions:
             raise NotImplementedError("jaxvene's GPT-NeoX does not return attention weights")
         hidden = self.embed_in(jnp.asarray(input_ids, jnp.int32))
-        all_hidden = [] if output_hidden_states else None
+        all_hidden: list[Any] | None = [] if output_hidden_states else None
         hidden = self.layers(hidden, attention_mask, position_ids, init_cache, all_hidden)
         hidden = self.final_layer_norm(hidden)
         hidden_states = None
-        if output_hidden_states:
+        if all_hidden is not None:  # i.e. output_hidden_states
             hidden_states = tuple(all_hidden) + (hidden,)
         if not return_dict:
             return tuple(v for v in (hidden, hidden_states) if v is not None)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -165,7 +166,7 @@ class _GRUBase:
     def __init__(self, config: GRUConfig, params=None, seed: int = 0):
         self.config = config
         self.params = self.init_params(config, jax.random.key(seed)) if params is None else params
-        self._adapter = None
+        self._adapter: FunctionAdapter | None = None
         self._jitted = jax.jit(self.apply)
 
     def __call__(self, inputs, params=None) -> dict:
@@ -191,7 +192,7 @@ class _GRUBase:
             return p
 
         bias = config.include_bias
-        gru = {
+        gru: dict[str, Any] = {
             "cells": {
                 str(i): {"x2h": dense(d, 3 * d, bias), "h2h": dense(d, 3 * d, bias)} for i in range(config.n_layer)
             }

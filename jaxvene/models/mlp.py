@@ -138,10 +138,10 @@ class MLPForClassification:
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"{f} is missing: not a saved MLPForClassification folder")
         try:
-            with open(config_file, encoding="utf-8") as f:
-                config = MLPConfig(**json.load(f))
-            with open(weights_file, "rb") as f:
-                flat = load(f.read())
+            with open(config_file, encoding="utf-8") as fh:
+                config = MLPConfig(**json.load(fh))
+            with open(weights_file, "rb") as fh_bytes:
+                flat = load(fh_bytes.read())
         except Exception as exc:
             raise OSError(
                 f"{directory} does not hold a valid MLPForClassification ({type(exc).__name__}: {exc})"

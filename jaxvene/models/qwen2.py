@@ -247,9 +247,9 @@ class FlaxQwen2Module(nn.Module):
         if output_attentions:
             raise NotImplementedError("jaxvene's Qwen2 does not return attention weights")
         hidden = self.embed_tokens(jnp.asarray(input_ids, jnp.int32))
-        all_hidden = [] if output_hidden_states else None
+        all_hidden: list[Any] | None = [] if output_hidden_states else None
         hidden = self.norm(self.layers(hidden, attention_mask, position_ids, init_cache, all_hidden))
-        hidden_states = tuple(all_hidden) + (hidden,) if output_hidden_states else None
+        hidden_states = tuple(all_hidden) + (hidden,) if all_hidden is not None else None
         if not return_dict:
             return tuple(v for v in (hidden, hidden_states) if v is not None)
         return FlaxBaseModelOutput(last_hidden_state=hidden, hidden_states=hidden_states)

@@ -43,6 +43,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +210,7 @@ def train(
                 f"step {i:5d}  loss {float(value):.4f}  accuracy {hit.mean():.3f} (asked {hit[asked].mean():.3f}, "
                 f"held out {hit[~asked].mean() if (~asked).any() else float('nan'):.3f})  ({time.time() - t0:.0f} s)"
             )
-    model.params = params
+    model.params = params  # type: ignore[misc]  # read-only in the stubs; HF Flax models have a params setter
     acc = accuracy(model, ids, last, answers)
     log(
         f"trained {steps} + {settle} steps in {time.time() - t0:.0f} s; top-1 accuracy on the {len(fact_list)} facts: {acc:.3f}"
@@ -335,7 +336,7 @@ def verify_finding(
     run = _trace_program(model, window)
     chosen = fact_list[:: max(1, len(fact_list) // n)][:n]
     kinds = ("first subject token", "last subject token", "first relation word", "last token")
-    rows = {k: [] for k in kinds}
+    rows: dict[str, list[Any]] = {k: [] for k in kinds}
     cleans, corrupteds = [], []
     key = jax.random.key(seed)
     for fact in chosen:

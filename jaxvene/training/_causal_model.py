@@ -98,7 +98,7 @@ class CausalModel:
         pos: Mapping | None = None,
         seed: int | None = 0,
     ):
-        names = list(variables)
+        names: list[Any] = list(variables)
         seen = set()
         for v in names:
             if v in seen:
@@ -123,7 +123,7 @@ class CausalModel:
         self.values = {v: list(values[v]) for v in names}
         self.parents = {v: list(parents[v]) for v in names}
         self.functions = {v: functions[v] for v in names}
-        self.children = {v: [] for v in names}
+        self.children: dict[Any, list[Any]] = {v: [] for v in names}
         for v in names:
             for p in self.parents[v]:
                 self.children[p].append(v)
@@ -354,7 +354,7 @@ class CausalModel:
                     inputs[parent] = parent_value
 
         for _ in range(100):
-            inputs: dict = {}
+            inputs = {}
             fill(output_var, output_var_value, inputs)
             for v in self.inputs:
                 if v not in inputs:
@@ -384,7 +384,7 @@ class CausalModel:
             )
         options = {v: self.reachable_values(v) for v in middle}
         for _ in range(_MAX_TRIES):
-            intervention = {}
+            intervention: dict[Any, Any] = {}
             while not intervention:
                 for v in middle:
                     if rng.integers(2) == 0:
@@ -548,11 +548,11 @@ class CausalModel:
                         }
                     )
                 else:
-                    rows = list(sources.values()) + [{} for _ in range(n_slots - len(sources))]
+                    source_rows = list(sources.values()) + [{} for _ in range(n_slots - len(sources))]
                     examples.append(
                         {
                             "input_ids": base,
-                            "source_input_ids": rows,
+                            "source_input_ids": source_rows,
                             "base_labels": factual,
                             "labels": counterfactual,
                             "intervention_id": [ident],

@@ -64,7 +64,8 @@ def trainable_filter(interventions) -> tuple:
         mask = jax.tree_util.tree_map(lambda x, t=iv.trainable: bool(t) and eqx.is_inexact_array(x), iv)
         for name in getattr(iv, "frozen_fields", ()):
             if getattr(iv, name, None) is not None:
-                mask = eqx.tree_at(lambda m, n=name: getattr(m, n), mask, False)
+                where: Callable[..., object] = lambda m, n=name: getattr(m, n)
+                mask = eqx.tree_at(where, mask, False)
         masks.append(mask)
     return tuple(masks)
 
