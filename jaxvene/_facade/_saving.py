@@ -26,7 +26,7 @@ import numpy as np
 
 from .._io import atomic_write
 from ..core._config import IntervenableConfig, RepresentationConfig
-from ..interventions import _basic
+from ..interventions import _basic, _masks
 from ..interventions import _rotations as _rot
 
 __all__ = [
@@ -50,7 +50,7 @@ def register_intervention(cls: type) -> type:
     return cls
 
 
-for _module in (_basic, _rot):
+for _module in (_basic, _rot, _masks):
     for _name in _module.__all__:
         _obj = getattr(_module, _name)
         if isinstance(_obj, type) and issubclass(_obj, _basic.Intervention):

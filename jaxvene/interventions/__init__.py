@@ -2,8 +2,9 @@
 
 - basic (:mod:`._basic`): the base class and pyvene's localist interventions (Vanilla,
   Addition, Subtraction, Zero, Collect, Skip, Noise, Lambda), and the `swap` primitive;
-- rotations (:mod:`._rotations`): trainable distributed interventions (DAS: Rotated, LowRank,
-  Boundless, SigmoidMask, PCA, autoencoders).
+- rotations (:mod:`._rotations`): distributed interventions in a rotated basis (DAS: Rotated, LowRank,
+  Boundless, SigmoidMaskRotated, PCA);
+- masks and autoencoders (:mod:`._masks`): SigmoidMask, Autoencoder, JumpReLUAutoencoder.
 
 Every name is also at the top level (`jaxvene.VanillaIntervention`, ...), as in pyvene.
 """
@@ -26,11 +27,11 @@ from ._basic import VanillaIntervention as VanillaIntervention
 from ._basic import ZeroIntervention as ZeroIntervention
 from ._basic import subspace_mask as subspace_mask
 from ._basic import swap as swap
-from ._rotations import AutoencoderIntervention as AutoencoderIntervention
+from ._masks import AutoencoderIntervention as AutoencoderIntervention
+from ._masks import JumpReLUAutoencoderIntervention as JumpReLUAutoencoderIntervention
+from ._masks import SigmoidMaskIntervention as SigmoidMaskIntervention
 from ._rotations import BoundlessRotatedSpaceIntervention as BoundlessRotatedSpaceIntervention
-from ._rotations import JumpReLUAutoencoderIntervention as JumpReLUAutoencoderIntervention
 from ._rotations import LowRankRotatedSpaceIntervention as LowRankRotatedSpaceIntervention
 from ._rotations import PCARotatedSpaceIntervention as PCARotatedSpaceIntervention
 from ._rotations import RotatedSpaceIntervention as RotatedSpaceIntervention
-from ._rotations import SigmoidMaskIntervention as SigmoidMaskIntervention
 from ._rotations import SigmoidMaskRotatedSpaceIntervention as SigmoidMaskRotatedSpaceIntervention
