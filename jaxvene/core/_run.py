@@ -85,9 +85,11 @@ def run(
       the latent an intervention returned, or `None`.
     """
     ex = Execution(adapter, plan, params, interventions, sources, locations, subspaces, source_representations, key)
-    source_acts = ex.run_sources()
-    outputs, reads = ex.model_pass(base, ex.final_setters(), (), source_acts, logit_positions)
-    return outputs, ex.collected(reads)
+    source_reads = ex.run_sources()
+    outputs, reads = ex.model_pass(base, ex.final_setters(), (), source_reads, logit_positions)
+    # in serial mode a group's interventions act on the next source's run: what they collect
+    # there is returned too (the base pass's reads win where both have one)
+    return outputs, ex.collected({**source_reads, **reads})
 
 
 class _Handler:
@@ -235,26 +237,23 @@ class Execution:
         )
 
     def run_sources(self) -> Reads:
-        """Every source run: the source units each placement reads. In serial mode each run
-        carries the previous group's interventions."""
+        """Every source run: what they read (the source units each placement reads, and in
+        serial mode, where each run carries the previous group's interventions, what those
+        collect)."""
         acts: Reads = {}
         if self.plan.mode == "parallel":
             for g, members in enumerate(self.groups):
                 getters = [i for i in members if self.needs_source(i)]
                 if getters:
-                    acts.update(self._gets(self.model_pass(self.sources[g], (), getters)[1]))
+                    acts.update(self.model_pass(self.sources[g], (), getters)[1])
             return acts
         previous: list[int] = []
         for g, members in enumerate(self.groups):
             if self.sources[g] is not None:
                 getters = [i for i in members if self.needs_source(i)]
-                acts.update(self._gets(self.model_pass(self.sources[g], previous, getters, acts)[1]))
+                acts.update(self.model_pass(self.sources[g], previous, getters, acts)[1])
             previous = members
         return acts
-
-    @staticmethod
-    def _gets(reads: Reads) -> Reads:
-        return {k: v for k, v in reads.items() if k[0] == "get"}
 
     def final_setters(self) -> list[int]:
         """The placements that act on the base run."""

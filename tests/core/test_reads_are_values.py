@@ -176,3 +176,24 @@ def test_reading_inside_nn_scan_names_the_fix():
     )
     with pytest.raises(NotImplementedError, match="scan_layers"):
         im(x, [x + 1], {"sources->base": 1})
+
+
+def test_serial_mode_returns_what_an_earlier_group_collects():
+    """In serial mode group 0's interventions act on source 1's run: a Collect there returns
+    source 1's activation (checked against a Collect run on source 1 as the base)."""
+    config = transformers.GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=50)
+    gpt2 = transformers.FlaxGPT2LMHeadModel(config, seed=0)
+    reps = [
+        {"layer": 1, "component": "block_output", "group_key": 0},
+        {"layer": 2, "component": "block_output", "group_key": 1},
+    ]
+    serial = jv.IntervenableModel(
+        jv.IntervenableConfig(reps, intervention_types=[jv.CollectIntervention, jv.VanillaIntervention], mode="serial"),
+        gpt2,
+    )
+    locations = {"source_0->source_1": 3, "source_1->base": 2}
+    (_, collected), _ = serial({"input_ids": BASE}, [{"input_ids": SRC}, {"input_ids": BASE[::-1].copy()}], locations)
+    alone = jv.IntervenableModel(jv.IntervenableConfig([reps[0]], intervention_types=jv.CollectIntervention), gpt2)
+    (_, expected), _ = alone({"input_ids": BASE[::-1].copy()}, unit_locations={"base": 3})
+    assert len(collected) == 1
+    np.testing.assert_allclose(collected[0], expected[0], atol=1e-6)
