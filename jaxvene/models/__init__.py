@@ -4,6 +4,9 @@ or pyvene ships them (its MLP and GRU models). Each reads HF/pyvene weights.
 The small checkpoints that ship with jaxvene live in :mod:`jaxvene.pretrained`.
 """
 
+from .decoder import DecoderConfig as DecoderConfig
+from .decoder import NativeDecoder as NativeDecoder
+from .decoder import from_pretrained as from_pretrained
 from .gpt_neox import GPT_NEOX as GPT_NEOX
 from .gpt_neox import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
 from .gru import GRUConfig as GRUConfig

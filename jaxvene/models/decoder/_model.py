@@ -1,0 +1,251 @@
+"""The native decoder as an object people hold: config, params, a call, and loading.
+
+:class:`NativeDecoder` is what :func:`from_pretrained` returns and what
+`jv.IntervenableModel`, `jv.sweep`, `jv.causal_trace`, the patching helpers, `generate` and
+training take. It is a thin holder: the computation is :func:`jaxvene.models.decoder.forward`,
+a pure function of the (static) config and the params.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checkpoint import Checkpoint, place
+from . import _forward as F
+from ._config import DecoderConfig
+from ._hf import decoder_config
+from ._params import init_params, layout, tree_from_paths
+
+__all__ = ["NativeDecoder", "CausalLMOutput", "from_pretrained"]
+
+
+@dataclass
+class CausalLMOutput:
+    """A causal LM's outputs: `.logits` `(B, T, V)`; `hidden_states` (every layer's input and
+    the final normed state) when asked; `loss` when labels were given. Also reads as a mapping
+    (`out["logits"]`)."""
+
+    logits: Any = None
+    hidden_states: Any = None
+    loss: Any = None
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def keys(self):
+        return [k for k in ("logits", "hidden_states", "loss") if getattr(self, k) is not None]
+
+
+class NativeDecoder:
+    """A LLaMA-lineage decoder (Llama 1-3.x, Mistral, Qwen2/2.5/3, Gemma 1-3, Phi-3, OLMo 2).
+
+    Args:
+      config: the :class:`DecoderConfig` (static: compiled into the program).
+      params: the params tree (:func:`jaxvene.models.decoder.layout` gives its paths).
+      remat: recompute each layer's activations in the backward pass (`jax.checkpoint`
+        around the scanned layer): less memory for training, more compute.
+    """
+
+    def __init__(self, config: DecoderConfig, params, *, remat: bool = False, name_or_path: str | None = None):
+        self.config = config
+        self.params = params
+        self.remat = remat
+        self.name_or_path = name_or_path
+        self._adapter = None
+        self._jitted: Callable | None = None
+
+    @classmethod
+    def random(cls, config: DecoderConfig | Mapping, seed: int = 0, dtype=jnp.float32, scale: float = 0.02):
+        """A model with random weights for `config` (a :class:`DecoderConfig` or a HF
+        `config.json` dict)."""
+        cfg = config if isinstance(config, DecoderConfig) else decoder_config(config)
+        return cls(cfg, init_params(cfg, jax.random.key(seed), dtype, scale))
+
+    @property
+    def dtype(self):
+        return self.params["embed_tokens"]["embedding"].dtype
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"NativeDecoder({c.model_type}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+            f"{c.num_attention_heads} heads / {c.num_key_value_heads} kv, vocab {c.vocab_size}, {self.dtype})"
+        )
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None, output_hidden_states=False):
+        """Logits (and hidden states) for a batch; compiled once per input shape."""
+        inputs = self.jaxvene_adapter().prepare(
+            {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        )
+        self.jaxvene_adapter().validate(inputs)
+        if self._jitted is None:
+            self._jitted = jax.jit(self._forward, static_argnames=("hidden_states",))
+        out = self._jitted(self.params if params is None else params, inputs, hidden_states=bool(output_hidden_states))
+        return CausalLMOutput(**out)
+
+    def _forward(self, params, inputs, hidden_states):
+        return F.forward(
+            self.config,
+            params,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["position_ids"],
+            hidden_states=hidden_states,
+        )
+
+    def init_cache(self, batch: int, length: int) -> dict:
+        """An empty KV cache for `batch` sequences of up to `length` tokens (kv heads only)."""
+        c = self.config
+        shape = (c.num_hidden_layers, batch, length, c.num_key_value_heads, c.head_dim)
+        return {
+            "key": jnp.zeros(shape, self.dtype),
+            "value": jnp.zeros(shape, self.dtype),
+            "index": jnp.array(0, jnp.int32),
+        }
+
+    def jaxvene_adapter(self):
+        if self._adapter is None:
+            from ._adapter import DecoderAdapter
+
+            self._adapter = DecoderAdapter(self)
+        return self._adapter
+
+
+# ---------------------------------------------------------------------------- loading
+ShardingRules = Mapping[str, Any] | Callable[[str, tuple], Any] | None
+
+
+def _spec_for(rules: ShardingRules, path: str, shape: tuple):
+    from jax.sharding import PartitionSpec
+
+    if rules is None:
+        return PartitionSpec()
+    if callable(rules):
+        return rules(path, shape)
+    for pattern, spec in rules.items():
+        if re.search(pattern, path):
+            return spec
+    return PartitionSpec()
+
+
+def from_pretrained(
+    path: str | os.PathLike,
+    *,
+    dtype=jnp.float32,
+    mesh=None,
+    sharding: ShardingRules = None,
+    remat: bool = False,
+) -> NativeDecoder:
+    """Load a HF checkpoint folder (`config.json` + safetensors) as a :class:`NativeDecoder`.
+
+    Tensors are read one at a time, and each device reads only its own slice: with a `mesh`,
+    every parameter is placed with `NamedSharding(mesh, spec)`, `spec` from `sharding`, a
+    mapping of regular expressions over dotted param paths (`r"layers\\.mlp\\..*kernel"`,
+    first match wins) to `PartitionSpec`s of the full shape (the stacked layer axis first),
+    or a function `(path, shape) -> PartitionSpec`; unmatched params are replicated. Without
+    a mesh, params go to the default device.
+
+    Args:
+      path: a checkpoint folder (a download, or the HF cache's `snapshots/<hash>` folder).
+      dtype: the params' dtype (`jnp.float32` or `jnp.bfloat16`), whatever the file holds.
+      mesh, sharding: where the params live (see above).
+      remat: rematerialise each layer in the backward pass (see :class:`NativeDecoder`).
+    """
+    ck = Checkpoint(path)
+    cfg = decoder_config(ck.config, where=os.path.join(os.fspath(path), "config.json"))
+    base = _base_prefix(ck)
+    leaves = layout(cfg)
+    expected = _expected_tensors(cfg, leaves, base, ck)
+    for name, shape in expected.items():
+        if not ck.has(name):
+            raise KeyError(f"{ck.folder} has no tensor {name!r}, which this {cfg.model_type} config needs")
+        if ck.shapes[name] != shape:
+            raise ValueError(f"tensor {name!r} has shape {ck.shapes[name]} but the config implies {shape}")
+    flat = {}
+    for leaf_path, leaf in leaves.items():
+        dotted = ".".join(leaf_path)
+        if mesh is None:
+            target = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        else:
+            target = jax.sharding.NamedSharding(mesh, _spec_for(sharding, dotted, leaf.shape))
+        flat[leaf_path] = place(leaf.shape, jnp.dtype(dtype), target, _reader(ck, leaf, base, cfg))
+    used = set(expected) | {n for n in ck.where if n.endswith("rotary_emb.inv_freq")}
+    if cfg.tie_word_embeddings:
+        used |= {n for n in ck.where if n.endswith("lm_head.weight")}  # a tied copy
+    unused = sorted(n for n in ck.where if n not in used)
+    vision = [n for n in unused if "vision" in n or "multi_modal" in n]
+    if vision:
+        unused = [n for n in unused if n not in vision]
+    if unused:
+        warnings.warn(
+            f"{len(unused)} tensors of {ck.folder} are not used: {', '.join(unused[:6])}"
+            + (" ..." if len(unused) > 6 else ""),
+            stacklevel=2,
+        )
+    return NativeDecoder(cfg, tree_from_paths(flat), remat=remat, name_or_path=os.fspath(path))
+
+
+def _base_prefix(ck: Checkpoint) -> str:
+    """The prefix of the base model's tensors: "model." (HF causal LMs), "" (a bare model),
+    "language_model.model." or "model.language_model." (multimodal checkpoints)."""
+    name = ck.find("embed_tokens.weight")
+    if name is None:
+        raise KeyError(f"{ck.folder} has no embed_tokens.weight tensor: not a checkpoint of a LLaMA-like decoder")
+    return name[: -len("embed_tokens.weight")]
+
+
+def _hf_name(leaf, base: str, ck: Checkpoint, layer: int | None = None) -> str:
+    if leaf.tensor == "lm_head.weight":
+        found = ck.find("lm_head.weight")
+        if found is None:
+            raise KeyError(f"{ck.folder} has no lm_head.weight and the config does not tie it to the embeddings")
+        return found
+    name = leaf.tensor.format(i=layer) if layer is not None else leaf.tensor
+    return base + name
+
+
+def _expected_tensors(cfg, leaves, base, ck) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> the shape the config implies (fused tensors: all their rows)."""
+    out: dict[str, tuple[int, ...]] = {}
+    layers = range(cfg.num_hidden_layers)
+    for leaf in leaves.values():
+        shape = leaf.shape[1:] if leaf.stacked else leaf.shape
+        if leaf.transpose:
+            shape = shape[::-1]
+        for layer in layers if leaf.stacked else [None]:
+            name = _hf_name(leaf, base, ck, layer)
+            if leaf.rows is not None:
+                rows = max(leaf.rows[1], out.get(name, (0,))[0])
+                shape = (rows, *shape[1:])
+            out[name] = tuple(shape)
+    return out
+
+
+def _reader(ck: Checkpoint, leaf, base: str, cfg):
+    """`index -> host array` for one leaf: the slice of the HF tensor(s) one device needs."""
+
+    def read_one(name, index):
+        if leaf.transpose:
+            index = index[::-1]
+        if leaf.rows is not None:
+            first = index[0]
+            index = (slice(first.start + leaf.rows[0], first.stop + leaf.rows[0]), *index[1:])
+        arr = ck.read(name, index)
+        return arr.T if leaf.transpose else arr
+
+    def read(index):
+        if not leaf.stacked:
+            return read_one(_hf_name(leaf, base, ck), index)
+        layers = range(*index[0].indices(leaf.shape[0]))
+        return np.stack([read_one(_hf_name(leaf, base, ck, l), index[1:]) for l in layers])
+
+    return read
