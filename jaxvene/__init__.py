@@ -69,6 +69,7 @@ from .interventions import SubtractionIntervention as SubtractionIntervention
 from .interventions import TrainableIntervention as TrainableIntervention
 from .interventions import VanillaIntervention as VanillaIntervention
 from .interventions import ZeroIntervention as ZeroIntervention
+from .models import DecoderConfig as DecoderConfig
 from .models import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
 from .models import FlaxQwen2ForCausalLM as FlaxQwen2ForCausalLM
 from .models import GRUConfig as GRUConfig
@@ -77,6 +78,8 @@ from .models import GRULMHeadModel as GRULMHeadModel
 from .models import GRUModel as GRUModel
 from .models import MLPConfig as MLPConfig
 from .models import MLPForClassification as MLPForClassification
+from .models import NativeDecoder as NativeDecoder
+from .models import from_pretrained as from_pretrained
 from .training import CausalModel as CausalModel
 
 register_family(models.GPT_NEOX)
