@@ -97,6 +97,11 @@ class LayerStack:
         """The token embedding table, `(V, D_embedding)`."""
         return _lookup(self._base(params), self.spec.embedding)["embedding"]
 
+    @property
+    def embedding_scale(self) -> float:
+        """What the hidden state entering layer 0 scales the embedding table by (Gemma: sqrt(D))."""
+        return float(self.config.hidden_size**0.5) if getattr(self.config, "model_type", None) == "gemma" else 1.0
+
     def layer(self, layer_params, h, inputs, index=0) -> jax.Array:
         """Apply layer `index` (may be traced; it only picks the layer's kind) with the given
         params slice."""

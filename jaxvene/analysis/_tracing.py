@@ -106,10 +106,7 @@ def embedding_noise_scale(model, params=None, factor: float = 3.0) -> float:
     stack = layer_stack(model, "embedding_noise_scale")
     params = stack.adapter.params if params is None else params
     emb = stack.embedding_matrix(params)
-    scale = 1.0
-    if stack.config.model_type == "gemma":
-        scale = stack.config.hidden_size**0.5
-    return float(factor * jnp.std(emb) * scale)
+    return float(factor * jnp.std(emb) * stack.embedding_scale)
 
 
 @eqx.filter_jit

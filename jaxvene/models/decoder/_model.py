@@ -8,6 +8,7 @@ a pure function of the (static) config and the params.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -55,8 +56,18 @@ class NativeDecoder:
         around the scanned layer): less memory for training, more compute.
     """
 
-    def __init__(self, config: DecoderConfig, params, *, remat: bool = False, name_or_path: str | None = None):
+    def __init__(
+        self,
+        config: DecoderConfig,
+        params,
+        *,
+        remat: bool = False,
+        name_or_path: str | None = None,
+        hf_config: Mapping | None = None,
+    ):
         self.config = config
+        #: the HF `config.json` this model was made from (what :meth:`save_pretrained` writes)
+        self.hf_config = None if hf_config is None else dict(hf_config)
         self.params = params
         self.remat = remat
         self.name_or_path = name_or_path
@@ -68,7 +79,8 @@ class NativeDecoder:
         """A model with random weights for `config` (a :class:`DecoderConfig` or a HF
         `config.json` dict)."""
         cfg = config if isinstance(config, DecoderConfig) else decoder_config(config)
-        return cls(cfg, init_params(cfg, jax.random.key(seed), dtype, scale))
+        hf = None if isinstance(config, DecoderConfig) else config
+        return cls(cfg, init_params(cfg, jax.random.key(seed), dtype, scale), hf_config=hf)
 
     @property
     def dtype(self):
@@ -111,6 +123,33 @@ class NativeDecoder:
             "value": jnp.zeros(shape, self.dtype),
             "index": jnp.array(0, jnp.int32),
         }
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write a HF checkpoint folder (`config.json`, `model.safetensors`) that
+        :func:`from_pretrained` and HF's PyTorch classes read. Each file is written to a
+        temporary name and renamed, so an interrupted save leaves no half-written file."""
+        from safetensors.flax import save_file
+
+        if self.hf_config is None:
+            raise ValueError("this model was built from a DecoderConfig alone: there is no config.json to write")
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        tensors: dict[str, list] = {}
+        for path, leaf in layout(self.config).items():
+            value = self.params
+            for key in path:
+                value = value[key]
+            for layer in range(self.config.num_hidden_layers) if leaf.stacked else [None]:
+                name = "model." + leaf.tensor.format(i=layer) if leaf.tensor != "lm_head.weight" else leaf.tensor
+                part = value[layer] if layer is not None else value
+                tensors.setdefault(name, []).append((leaf.rows, part.T if leaf.transpose else part))
+        arrays = {
+            name: jnp.concatenate([p for _, p in sorted(parts, key=lambda rp: rp[0] or (0, 0))], axis=0)
+            for name, parts in tensors.items()
+        }
+        _atomic(os.path.join(folder, "model.safetensors"), lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+        text = json.dumps(self.hf_config, indent=2, sort_keys=True)
+        _atomic(os.path.join(folder, "config.json"), lambda tmp: open(tmp, "w").write(text))
 
     def jaxvene_adapter(self):
         if self._adapter is None:
@@ -191,7 +230,17 @@ def from_pretrained(
             + (" ..." if len(unused) > 6 else ""),
             stacklevel=2,
         )
-    return NativeDecoder(cfg, tree_from_paths(flat), remat=remat, name_or_path=os.fspath(path))
+    return NativeDecoder(cfg, tree_from_paths(flat), remat=remat, name_or_path=os.fspath(path), hf_config=ck.config)
+
+
+def _atomic(path: str, write: Callable[[str], object]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _base_prefix(ck: Checkpoint) -> str:
