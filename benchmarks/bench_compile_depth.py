@@ -43,6 +43,63 @@ def _seconds(fn):
     return time.perf_counter() - t0
 
 
+def _row(depth, args, ids, src):
+    """One table row: compile and first-call seconds at `depth` layers."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxvene as jv
+
+    raw = _llama_config(depth, args.width, args.heads, args.vocab)
+    native = jv.NativeDecoder.random(raw, seed=0)
+    adapter = native.jaxvene_adapter()
+    inputs = adapter.prepare({"input_ids": ids})
+    native_compile = _seconds(lambda: jax.jit(adapter.apply).lower(native.params, inputs).compile())
+    rep = {"layer": depth // 2, "component": "block_output"}
+    locs = {"sources->base": ([[[3]]], [[[3]]])}
+
+    def first_call(model):
+        im = jv.IntervenableModel(jv.IntervenableConfig([rep], intervention_types=jv.VanillaIntervention), model)
+        return _seconds(lambda: jax.block_until_ready(im({"input_ids": ids}, [{"input_ids": src}], locs)[1].logits))
+
+    native_first = first_call(native)
+    hf_compile = hf_first = pv_first = float("nan")
+    if not args.no_hf:
+        try:
+            import torch
+            import transformers
+
+            with tempfile.TemporaryDirectory() as d:
+                native.save_pretrained(d)
+                torch_model = transformers.LlamaForCausalLM.from_pretrained(d, attn_implementation="eager").eval()
+                flax_model = transformers.FlaxLlamaForCausalLM.from_pretrained(d, from_pt=True)
+        except (ImportError, AttributeError):
+            args.no_hf = True
+        else:
+            hf = jv.adapters.adapt(flax_model)
+            hf_inputs = hf.prepare({"input_ids": jnp.asarray(ids)})
+            hf_compile = _seconds(lambda: jax.jit(hf.apply).lower(flax_model.params, hf_inputs).compile())
+            hf_first = first_call(flax_model)
+            import pyvene as pv
+
+            torch.set_num_threads(1)
+            pm = pv.IntervenableModel(
+                pv.IntervenableConfig([rep], intervention_types=pv.VanillaIntervention), torch_model
+            )
+            with torch.no_grad():
+                pv_first = _seconds(
+                    lambda: pm({"input_ids": torch.tensor(ids)}, [{"input_ids": torch.tensor(src)}], locs)
+                )
+    return [
+        depth,
+        f"{native_compile:.2f}",
+        f"{hf_compile:.2f}",
+        f"{native_first:.2f}",
+        f"{hf_first:.2f}",
+        f"{pv_first:.2f}",
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32])
@@ -56,64 +113,12 @@ def main():
     if args.small:
         args.depths, args.width = [2, 4, 8], 64
 
-    import jax
-    import jax.numpy as jnp
-
-    import jaxvene as jv
-
     rng = np.random.default_rng(0)
     ids = rng.integers(0, args.vocab, (1, args.seq))
     src = rng.integers(0, args.vocab, (1, args.seq))
     rows = []
     for depth in args.depths:
-        raw = _llama_config(depth, args.width, args.heads, args.vocab)
-        native = jv.NativeDecoder.random(raw, seed=0)
-        adapter = native.jaxvene_adapter()
-        inputs = adapter.prepare({"input_ids": ids})
-        native_compile = _seconds(lambda: jax.jit(adapter.apply).lower(native.params, inputs).compile())
-        rep = {"layer": depth // 2, "component": "block_output"}
-        locs = {"sources->base": ([[[3]]], [[[3]]])}
-
-        def first_call(model):
-            im = jv.IntervenableModel(jv.IntervenableConfig([rep], intervention_types=jv.VanillaIntervention), model)
-            return _seconds(
-                lambda: jax.block_until_ready(im({"input_ids": ids}, [{"input_ids": src}], locs)[1].logits)
-            )
-
-        native_first = first_call(native)
-        hf_compile = hf_first = pv_first = float("nan")
-        if not args.no_hf:
-            try:
-                import torch
-                import transformers
-
-                with tempfile.TemporaryDirectory() as d:
-                    native.save_pretrained(d)
-                    torch_model = transformers.LlamaForCausalLM.from_pretrained(d, attn_implementation="eager").eval()
-                    flax_model = transformers.FlaxLlamaForCausalLM.from_pretrained(d, from_pt=True)
-            except (ImportError, AttributeError):
-                args.no_hf = True
-            else:
-                hf = jv.adapters.adapt(flax_model)
-                hf_inputs = hf.prepare({"input_ids": jnp.asarray(ids)})
-                hf_compile = _seconds(lambda: jax.jit(hf.apply).lower(flax_model.params, hf_inputs).compile())
-                hf_first = first_call(flax_model)
-                import pyvene as pv
-
-                torch.set_num_threads(1)
-                pm = pv.IntervenableModel(pv.IntervenableConfig([rep], intervention_types=pv.VanillaIntervention), torch_model)
-                with torch.no_grad():
-                    pv_first = _seconds(lambda: pm({"input_ids": torch.tensor(ids)}, [{"input_ids": torch.tensor(src)}], locs))
-        rows.append(
-            [
-                depth,
-                f"{native_compile:.2f}",
-                f"{hf_compile:.2f}",
-                f"{native_first:.2f}",
-                f"{hf_first:.2f}",
-                f"{pv_first:.2f}",
-            ]
-        )
+        rows.append(_row(depth, args, ids, src))
         print(f"depth {depth} done", flush=True)
     print(f"\nCompile time vs depth, width {args.width}, T={args.seq}; {machine()}")
     print("(seconds; 'first call' = a one-site IntervenableModel's first call: trace + compile + run)\n")

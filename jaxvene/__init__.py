@@ -6,7 +6,8 @@ Layout (each folder one layer; lower layers never import higher ones):
 - :mod:`jaxvene.core`: sites, taps, plans, the write path and the pure `run`;
 - :mod:`jaxvene.families`: pyvene's component names per HuggingFace model family;
 - :mod:`jaxvene.adapters`: any model as a pure function with sites;
-- :mod:`jaxvene.models`: architectures jaxvene writes itself (GPT-NeoX, Qwen2, MLP, GRU);
+- :mod:`jaxvene.models`: architectures jaxvene writes itself: the native decoders read from HF
+  checkpoints (`jv.from_pretrained`), pyvene's MLP and GRU;
 - :mod:`jaxvene.analysis`, :mod:`jaxvene.training`: sweeps, tracing, patching; DAS/IIT;
 - `IntervenableModel` and its config (pyvene's facade), at the top level;
 - :mod:`jaxvene.pretrained`: the small checkpoints that ship with jaxvene;
@@ -81,9 +82,6 @@ from .models import MLPForClassification as MLPForClassification
 from .models import NativeDecoder as NativeDecoder
 from .models import from_pretrained as from_pretrained
 from .training import CausalModel as CausalModel
-
-register_family(models.GPT_NEOX)
-register_family(models.QWEN2)
 
 __version__ = "0.1.0"
 

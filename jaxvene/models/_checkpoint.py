@@ -108,7 +108,9 @@ def _header(path: str) -> dict[str, tuple[str, tuple[int, ...]]]:
                 raise ValueError("the header length is past the end of the file")
             header = json.loads(f.read(n))
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        entries = {k: (str(v["dtype"]), tuple(int(d) for d in v["shape"])) for k, v in header.items() if k != "__metadata__"}
+        entries = {
+            k: (str(v["dtype"]), tuple(int(d) for d in v["shape"])) for k, v in header.items() if k != "__metadata__"
+        }
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
     if 8 + n + end > size:

@@ -91,20 +91,20 @@ def tiny(name):
     if name == "bloom":
         config = T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, initializer_range=0.3, **_TOKENS)
         return T.FlaxBloomForCausalLM(config, seed=0)
-    if name == "gpt_neox":
-        from jaxvene.models import FlaxGPTNeoXForCausalLM
+    if name == "gpt_neox":  # the native decoder's GPT-NeoX family (its own layer stack)
+        import jaxvene as jv
 
-        config = T.GPTNeoXConfig(
+        raw = dict(
+            model_type="gpt_neox",
             hidden_size=32,
             num_attention_heads=4,
             num_hidden_layers=2,
             intermediate_size=64,
+            vocab_size=50,
             max_position_embeddings=64,
-            initializer_range=0.3,
             rotary_pct=0.5,
-            **_TOKENS,
         )
-        return FlaxGPTNeoXForCausalLM(config, seed=0)
+        return jv.NativeDecoder.random(raw, seed=0, scale=0.3)
     raise KeyError(name)
 
 

@@ -1,11 +1,13 @@
-"""jaxvene's native Flax Qwen2 against HF's PyTorch Qwen2ForCausalLM and pyvene.
+"""jaxvene's native Qwen2 (a family of the native decoder) against HF's PyTorch
+Qwen2ForCausalLM and pyvene.
 
 Tiny random PyTorch models (2 layers, hidden 32, 4 query heads sharing 2 key/value heads) are
-saved with `save_pretrained` and read back by `FlaxQwen2ForCausalLM.from_pretrained`; logits,
+saved with `save_pretrained` and read back by `jv.from_pretrained`; logits,
 cached greedy generation and interventions must agree with PyTorch (and pyvene 0.1.8, which
 registers Qwen2) within 1e-4.
 """
 
+import json
 import tempfile
 
 import jax
@@ -17,8 +19,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jaxvene as jv  # noqa: E402
-import jaxvene.families._registry  # noqa: E402
-from jaxvene.models.qwen2 import QWEN2, FlaxQwen2ForCausalLM  # noqa: E402
 
 H, KV, DH = 4, 2, 8
 
@@ -47,19 +47,13 @@ def _torch_model(**kw):
 def _load(torch_model):
     with tempfile.TemporaryDirectory() as d:
         torch_model.save_pretrained(d)
-        return FlaxQwen2ForCausalLM.from_pretrained(d)
+        return jv.from_pretrained(d)
 
 
 @pytest.fixture(scope="module")
 def pair():
     tm = _torch_model(head_dim=DH)  # Qwen2Config has no head_dim attribute unless given; pyvene reads it
     return tm, _load(tm)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    if QWEN2 not in jaxvene.families._registry.FAMILIES:
-        monkeypatch.setattr(jaxvene.families._registry, "FAMILIES", jaxvene.families._registry.FAMILIES + (QWEN2,))
 
 
 BASE = np.random.default_rng(0).integers(0, 50, (2, 6))
@@ -105,16 +99,20 @@ def test_left_padding(pair):
 
 
 def test_config_errors(pair, tmp_path):
-    with pytest.raises(NotImplementedError, match="rope_scaling"):
-        FlaxQwen2ForCausalLM(_config(rope_scaling={"rope_type": "linear", "factor": 2.0}))
-    with pytest.raises(ValueError, match="num_key_value_heads"):
-        FlaxQwen2ForCausalLM(_config(num_key_value_heads=3))
-    with pytest.raises(ValueError, match="model_type"):
-        FlaxQwen2ForCausalLM(transformers.LlamaConfig())
     pair[0].save_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace('"qwen2"', '"llama"'))
-    with pytest.raises(ValueError, match="not 'qwen2'"):
-        FlaxQwen2ForCausalLM.from_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    for change, error, match in [
+        ({"rope_scaling": {"rope_type": "foo", "factor": 2.0}}, NotImplementedError, "rope_type 'foo'"),
+        ({"num_key_value_heads": 3}, ValueError, "num_key_value_heads"),
+        ({"model_type": "bert"}, NotImplementedError, "model_type 'bert'"),
+    ]:
+        (tmp_path / "config.json").write_text(json.dumps({**raw, **change}))
+        with pytest.raises(error, match=match):
+            jv.from_pretrained(tmp_path)
+    # the deprecated name still loads, and checks the family
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "model_type": "llama"}))
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not 'qwen2'"):
+        jv.FlaxQwen2ForCausalLM.from_pretrained(tmp_path)
 
 
 # ------------------------------------------------------------------------------ generation
@@ -132,7 +130,7 @@ def test_cached_greedy_matches_torch_with_left_padding(pair):
         {"input_ids": BASE, "attention_mask": mask}, source_representations=jnp.zeros(32), max_new_tokens=n_new
     )
     cache = jax.eval_shape(lambda: model.init_cache(2, BASE.shape[1] + n_new))
-    assert cache["model"]["layers"]["1"]["self_attn"]["cached_key"].shape == (2, BASE.shape[1] + n_new, KV, DH)
+    assert cache["key"].shape == (2, 2, BASE.shape[1] + n_new, KV, DH)  # the cache holds kv heads only
     with torch.no_grad():
         ref = tm.generate(
             torch.tensor(BASE), attention_mask=torch.tensor(mask), max_new_tokens=n_new, do_sample=False, pad_token_id=0
@@ -189,15 +187,14 @@ def test_vanilla_patches_match_pyvene(pair):
 
 
 # ------------------------------------------------------------------------------ sites
-def test_site_table_and_adapter(pair, registered):
+def test_site_table_and_adapter(pair):
     _, model = pair
-    assert jaxvene.families._registry.family_for(model.config) is QWEN2
     adapter = model.jaxvene_adapter()
-    assert adapter.site("mlp_activation", 1).tap == "model.layers.1.mlp.act_fn.output"
+    assert adapter.site("mlp_activation", 1).tap == "mlp.act_fn.output"
     site = adapter.site("head_key_output", 0)
-    assert (site.tap, site.heads) == ("model.layers.0.self_attn.k_proj.output", KV)
+    assert (site.tap, site.heads) == ("self_attn.k_proj.output", KV)
     assert adapter.site("head_attention_value_output", 0).heads == H
-    taps = ["model.layers.0.self_attn.v_proj.output", "model.layers.1.mlp.act_fn.output", "model.layers.1.output"]
+    taps = ["self_attn.v_proj.output", "mlp.act_fn.output", "output"]
     assert adapter.tap_shapes(taps) == dict(zip(taps, [(1, 4, KV * DH), (1, 4, 64), (1, 4, 32)]))
     inputs = adapter.prepare({"input_ids": BASE})
     positions = jnp.array([[1, 5], [0, 3]])
@@ -205,12 +202,11 @@ def test_site_table_and_adapter(pair, registered):
         a = m.jaxvene_adapter()
         some = jax.jit(lambda p: a.apply(p, inputs, logit_positions=positions)["logits"])(m.params)  # noqa: B023
         _close(some, jnp.take_along_axis(m(BASE).logits, positions[..., None], axis=1), atol=1e-5)
-    # act_fn has no params: the params mirror HF's state dict
-    assert set(model.params["model"]["layers"]["0"]["mlp"]) == {"gate_proj", "up_proj", "down_proj"}
+    assert set(model.params["layers"]["mlp"]) == {"gate_proj", "up_proj", "down_proj"}
 
 
 def test_sweep_uses_the_layer_stack(pair):
-    """`jv.sweep` (which runs QWEN2's layer-stack spec) agrees with one patch per cell."""
+    """`jv.sweep` (which runs the native layer stack) agrees with one patch per cell."""
     _, model = pair
     src = SRC[:, : BASE.shape[1]]
     metric = lambda logits: logits[:, -1, :3]  # noqa: E731

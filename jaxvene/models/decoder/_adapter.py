@@ -150,7 +150,9 @@ class DecoderAdapter:
             raise TypeError(f"model inputs must be a dict like {{'input_ids': ...}}, got {type(inputs).__name__}")
         unknown = sorted(set(inputs) - {"input_ids", "attention_mask", "position_ids"})
         if unknown:
-            raise ValueError(f"unsupported model inputs {unknown}; this model takes input_ids, attention_mask, position_ids.")
+            raise ValueError(
+                f"unsupported model inputs {unknown}; this model takes input_ids, attention_mask, position_ids."
+            )
         if inputs.get("input_ids") is None:
             raise ValueError("model inputs need 'input_ids'")
         out = {k: _to_array(v) for k, v in inputs.items() if v is not None}

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 __all__ = ["DecoderConfig", "RopeSpec", "NORMS", "BLOCKS", "ACTIVATIONS"]
 
-#: RMSNorm variants: `llama` scales by `w` after casting back to the model dtype, `gemma` by
-#: `1 + w` in float32, `olmo2` by `w` in float32 before the cast.
-NORMS = ("llama", "gemma", "olmo2")
+#: Norms: RMSNorm scaling by `w` after casting back to the model dtype (`llama`), by `1 + w` in
+#: float32 (`gemma`), by `w` in float32 before the cast (`olmo2`); LayerNorm with a bias (`layer`,
+#: GPT-NeoX).
+NORMS = ("llama", "gemma", "olmo2", "layer")
 #: Where the norms sit in a layer: `pre` (LLaMA: norm, sublayer, add), `sandwich` (Gemma 2/3:
 #: norm, sublayer, norm, add), `post` (OLMo 2: sublayer, norm, add).
 BLOCKS = ("pre", "sandwich", "post")
@@ -70,6 +71,10 @@ class DecoderConfig:
     attention_bias: bool = False  # biases on q/k/v
     attention_out_bias: bool = False  # bias on o_proj
     mlp_bias: bool = False
+    #: the MLP is `down(act(gate(x)) * up(x))` (True) or `down(act(up(x)))` (GPT-NeoX)
+    mlp_gated: bool = True
+    #: GPT-NeoX's parallel block: `h + attn(norm1(h)) + mlp(norm2(h))`
+    parallel_residual: bool = False
     tie_word_embeddings: bool = False
     embed_scale: bool = False  # Gemma: embeddings times sqrt(hidden_size), in the model dtype
     #: per layer, the sliding window (a query at i sees keys in (i - window, i]) or None

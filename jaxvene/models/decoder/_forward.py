@@ -53,6 +53,12 @@ LAYER_TAPS = (
 
 # ---------------------------------------------------------------------------- pieces
 def _norm(cfg: DecoderConfig, p, x):
+    if cfg.norm == "layer":
+        h = x.astype(jnp.float32)
+        mean = jnp.mean(h, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(h - mean), axis=-1, keepdims=True)
+        h = (h - mean) * jax.lax.rsqrt(var + cfg.rms_norm_eps)
+        return (h * p["weight"].astype(jnp.float32) + p["bias"].astype(jnp.float32)).astype(x.dtype)
     h = x.astype(jnp.float32)
     h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + cfg.rms_norm_eps)
     w = p["weight"]
@@ -154,16 +160,23 @@ def _attention(cfg: DecoderConfig, p, x, ctx, window, cache):
 
 def _mlp(cfg: DecoderConfig, p, x):
     x = tap("mlp.input", x)
-    gate = tap("mlp.gate_proj.output", _dense(p["gate_proj"], x))
     up = tap("mlp.up_proj.output", _dense(p["up_proj"], x))
-    hidden = tap("mlp.act_fn.output", _act(cfg.hidden_act, gate)) * up
+    if cfg.mlp_gated:
+        gate = tap("mlp.gate_proj.output", _dense(p["gate_proj"], x))
+        hidden = tap("mlp.act_fn.output", _act(cfg.hidden_act, gate)) * up
+    else:
+        hidden = tap("mlp.act_fn.output", _act(cfg.hidden_act, up))
     return tap("mlp.output", _dense(p["down_proj"], tap("mlp.down_proj.input", hidden)))
 
 
 def layer(cfg: DecoderConfig, p, h, ctx, window=None, cache=None):
     """One decoder layer: `(h, new cache slice or None)`."""
     h = tap("input", h)
-    if cfg.block == "pre":
+    if cfg.parallel_residual:  # GPT-NeoX: both sublayers read the block's input
+        a, cache = _attention(cfg, p["self_attn"], _norm(cfg, p["input_layernorm"], h), ctx, window, cache)
+        m = _mlp(cfg, p["mlp"], _norm(cfg, p["post_attention_layernorm"], h))
+        h = m + a + h
+    elif cfg.block == "pre":
         a, cache = _attention(cfg, p["self_attn"], _norm(cfg, p["input_layernorm"], h), ctx, window, cache)
         h = h + a
         h = h + _mlp(cfg, p["mlp"], _norm(cfg, p["post_attention_layernorm"], h))

@@ -33,7 +33,8 @@ _HARMLESS = frozenset(
     vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads rms_norm_eps
     hidden_act hidden_activation tie_word_embeddings attention_bias mlp_bias query_pre_attn_scalar
     attn_logit_softcapping final_logit_softcapping rope_local_base_freq dtype_override
-    keys_to_ignore_at_inference base_model_tp_plan base_model_pp_plan""".split()
+    keys_to_ignore_at_inference base_model_tp_plan base_model_pp_plan rotary_emb_base rotary_pct
+    layer_norm_eps use_parallel_residual classifier_dropout""".split()
 )
 # Keys that change the math and that jaxvene refuses whenever they are set (not None/False).
 _REFUSED = {
@@ -164,6 +165,21 @@ DEFAULTS: dict[str, dict] = {
         sliding_window=None,
         partial_rotary_factor=1.0,
     ),
+    "gpt_neox": dict(
+        _COMMON,
+        vocab_size=50432,
+        hidden_size=6144,
+        intermediate_size=24576,
+        num_hidden_layers=44,
+        num_attention_heads=64,
+        hidden_act="gelu",
+        max_position_embeddings=2048,
+        rotary_emb_base=10000,
+        rotary_pct=0.25,
+        layer_norm_eps=1e-5,
+        use_parallel_residual=True,
+        attention_bias=True,
+    ),
     "olmo2": dict(
         _COMMON,
         vocab_size=50304,
@@ -257,7 +273,9 @@ def _layer_types(c: _Raw, default: Callable[[int], str]) -> list[str]:
             raise ValueError(f"layer_types has {len(types)} entries for {n} layers")
         unknown = sorted(set(types) - {"sliding_attention", "full_attention"})
         if unknown:
-            raise NotImplementedError(f"layer_types {unknown} are not implemented (only sliding_attention, full_attention)")
+            raise NotImplementedError(
+                f"layer_types {unknown} are not implemented (only sliding_attention, full_attention)"
+            )
         return list(types)
     return [default(i) for i in range(n)]
 
@@ -363,6 +381,24 @@ def _olmo2(c):
     return _common(c, norm="olmo2", block="post", qk_norm="full", attention_bias=bias, attention_out_bias=bias)
 
 
+def _gpt_neox(c):
+    # GPT-NeoX names its rotary base and fraction differently; read them as the others' names
+    c.raw.setdefault("rope_theta", c["rotary_emb_base"])
+    c.raw.setdefault("partial_rotary_factor", c["rotary_pct"])
+    c.raw["rms_norm_eps"] = c["layer_norm_eps"]
+    c.raw["num_key_value_heads"] = c["num_attention_heads"]  # multi-head attention only
+    bias = bool(c["attention_bias"])
+    return _common(
+        c,
+        norm="layer",
+        attention_bias=bias,
+        attention_out_bias=bias,
+        mlp_bias=True,
+        mlp_gated=False,
+        parallel_residual=bool(c["use_parallel_residual"]),
+    )
+
+
 #: model_type -> translation of its `config.json`
 FAMILIES: dict[str, Callable[[_Raw], dict]] = {
     "llama": _llama,
@@ -374,6 +410,7 @@ FAMILIES: dict[str, Callable[[_Raw], dict]] = {
     "gemma3_text": _gemma3,
     "phi3": _phi3,
     "olmo2": _olmo2,
+    "gpt_neox": _gpt_neox,
 }
 
 

@@ -24,7 +24,7 @@ from .._checkpoint import Checkpoint, place
 from . import _forward as F
 from ._config import DecoderConfig
 from ._hf import decoder_config
-from ._params import init_params, layout, tree_from_paths
+from ._params import BASE_PREFIX, init_params, layout, tree_from_paths
 
 __all__ = ["NativeDecoder", "CausalLMOutput", "from_pretrained"]
 
@@ -134,20 +134,29 @@ class NativeDecoder:
             raise ValueError("this model was built from a DecoderConfig alone: there is no config.json to write")
         folder = os.fspath(folder)
         os.makedirs(folder, exist_ok=True)
+        prefix = BASE_PREFIX.get(self.config.model_type, "model.")
         tensors: dict[str, list] = {}
         for path, leaf in layout(self.config).items():
             value = self.params
             for key in path:
                 value = value[key]
             for layer in range(self.config.num_hidden_layers) if leaf.stacked else [None]:
-                name = "model." + leaf.tensor.format(i=layer) if leaf.tensor != "lm_head.weight" else leaf.tensor
-                part = value[layer] if layer is not None else value
-                tensors.setdefault(name, []).append((leaf.rows, part.T if leaf.transpose else part))
-        arrays = {
-            name: jnp.concatenate([p for _, p in sorted(parts, key=lambda rp: rp[0] or (0, 0))], axis=0)
-            for name, parts in tensors.items()
-        }
-        _atomic(os.path.join(folder, "model.safetensors"), lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+                name = leaf.tensor if leaf.is_head else prefix + leaf.tensor.format(i=layer)
+                part = np.asarray(value[layer] if layer is not None else value)
+                tensors.setdefault(name, []).append((leaf.source_rows(), part.T if leaf.transpose else part))
+        arrays = {}
+        for name, parts in tensors.items():
+            if parts[0][0] is None:
+                arrays[name] = jnp.asarray(parts[0][1])
+                continue
+            total = max(int(rows.max()) for rows, _ in parts) + 1
+            fused = np.zeros((total, *parts[0][1].shape[1:]), parts[0][1].dtype)
+            for rows, part in parts:
+                fused[rows] = part
+            arrays[name] = jnp.asarray(fused)
+        _atomic(
+            os.path.join(folder, "model.safetensors"), lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"})
+        )
         text = json.dumps(self.hf_config, indent=2, sort_keys=True)
         _atomic(os.path.join(folder, "config.json"), lambda tmp: open(tmp, "w").write(text))
 
@@ -201,8 +210,8 @@ def from_pretrained(
     """
     ck = Checkpoint(path)
     cfg = decoder_config(ck.config, where=os.path.join(os.fspath(path), "config.json"))
-    base = _base_prefix(ck)
     leaves = layout(cfg)
+    base = _base_prefix(ck, leaves)
     expected = _expected_tensors(cfg, leaves, base, ck)
     for name, shape in expected.items():
         if not ck.has(name):
@@ -219,7 +228,7 @@ def from_pretrained(
         flat[leaf_path] = place(leaf.shape, jnp.dtype(dtype), target, _reader(ck, leaf, base, cfg))
     used = set(expected) | {n for n in ck.where if n.endswith("rotary_emb.inv_freq")}
     if cfg.tie_word_embeddings:
-        used |= {n for n in ck.where if n.endswith("lm_head.weight")}  # a tied copy
+        used |= {n for n in ck.where if n.endswith(("lm_head.weight", "embed_out.weight"))}  # a tied copy
     unused = sorted(n for n in ck.where if n not in used)
     vision = [n for n in unused if "vision" in n or "multi_modal" in n]
     if vision:
@@ -243,20 +252,21 @@ def _atomic(path: str, write: Callable[[str], object]) -> None:
             os.remove(tmp)
 
 
-def _base_prefix(ck: Checkpoint) -> str:
+def _base_prefix(ck: Checkpoint, leaves) -> str:
     """The prefix of the base model's tensors: "model." (HF causal LMs), "" (a bare model),
     "language_model.model." or "model.language_model." (multimodal checkpoints)."""
-    name = ck.find("embed_tokens.weight")
+    embedding = leaves[("embed_tokens", "embedding")].tensor
+    name = ck.find(embedding)
     if name is None:
-        raise KeyError(f"{ck.folder} has no embed_tokens.weight tensor: not a checkpoint of a LLaMA-like decoder")
-    return name[: -len("embed_tokens.weight")]
+        raise KeyError(f"{ck.folder} has no {embedding} tensor: not a checkpoint of this decoder family")
+    return name[: -len(embedding)]
 
 
 def _hf_name(leaf, base: str, ck: Checkpoint, layer: int | None = None) -> str:
-    if leaf.tensor == "lm_head.weight":
-        found = ck.find("lm_head.weight")
+    if leaf.is_head:
+        found = ck.find(leaf.tensor)
         if found is None:
-            raise KeyError(f"{ck.folder} has no lm_head.weight and the config does not tie it to the embeddings")
+            raise KeyError(f"{ck.folder} has no {leaf.tensor} and the config does not tie it to the embeddings")
         return found
     name = leaf.tensor.format(i=layer) if layer is not None else leaf.tensor
     return base + name
@@ -273,7 +283,7 @@ def _expected_tensors(cfg, leaves, base, ck) -> dict[str, tuple[int, ...]]:
         for layer in layers if leaf.stacked else [None]:
             name = _hf_name(leaf, base, ck, layer)
             if leaf.rows is not None:
-                rows = max(leaf.rows[1], out.get(name, (0,))[0])
+                rows = max(max(b for _, b in leaf.rows), out.get(name, (0,))[0])
                 shape = (rows, *shape[1:])
             out[name] = tuple(shape)
     return out
@@ -281,14 +291,17 @@ def _expected_tensors(cfg, leaves, base, ck) -> dict[str, tuple[int, ...]]:
 
 def _reader(ck: Checkpoint, leaf, base: str, cfg):
     """`index -> host array` for one leaf: the slice of the HF tensor(s) one device needs."""
+    rows = leaf.source_rows()
 
     def read_one(name, index):
         if leaf.transpose:
             index = index[::-1]
-        if leaf.rows is not None:
-            first = index[0]
-            index = (slice(first.start + leaf.rows[0], first.stop + leaf.rows[0]), *index[1:])
-        arr = ck.read(name, index)
+        if rows is None:
+            arr = ck.read(name, index)
+        else:  # a fused tensor: this leaf's rows, read as one range and picked
+            wanted = rows[index[0]]
+            lo, hi = int(wanted.min()), int(wanted.max()) + 1
+            arr = ck.read(name, (slice(lo, hi), *index[1:]))[wanted - lo]
         return arr.T if leaf.transpose else arr
 
     def read(index):
@@ -298,3 +311,13 @@ def _reader(ck: Checkpoint, leaf, base: str, cfg):
         return np.stack([read_one(_hf_name(leaf, base, ck, l), index[1:]) for l in layers])
 
     return read
+
+
+def _atomic(path: str, write: Callable[[str], object]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

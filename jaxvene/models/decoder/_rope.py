@@ -31,7 +31,11 @@ def _base_inv(theta: float, dim: int) -> np.ndarray:
 
 
 def _llama3(spec: RopeSpec, inv: np.ndarray) -> np.ndarray:
-    factor, low, high = float(spec.get("factor")), float(spec.get("low_freq_factor")), float(spec.get("high_freq_factor"))
+    factor, low, high = (
+        float(spec.get("factor")),
+        float(spec.get("low_freq_factor")),
+        float(spec.get("high_freq_factor")),
+    )
     old = float(spec.get("original_max_position_embeddings"))
     low_wavelen, high_wavelen = old / low, old / high
     wavelen = 2 * math.pi / inv
