@@ -81,6 +81,7 @@ from .models import MLPConfig as MLPConfig
 from .models import MLPForClassification as MLPForClassification
 from .models import NativeDecoder as NativeDecoder
 from .models import from_pretrained as from_pretrained
+from .models import load_tokenizer as load_tokenizer
 from .training import CausalModel as CausalModel
 
 __version__ = "0.1.0"

@@ -5,8 +5,10 @@ and pyvene's own test models (its MLP and GRU).
 The small checkpoints that ship with jaxvene live in :mod:`jaxvene.pretrained`.
 """
 
+from ._checkpoint import resolve as resolve
 from ._legacy import FlaxGPTNeoXForCausalLM as FlaxGPTNeoXForCausalLM
 from ._legacy import FlaxQwen2ForCausalLM as FlaxQwen2ForCausalLM
+from ._tokenizer import load_tokenizer as load_tokenizer
 from .decoder import DecoderConfig as DecoderConfig
 from .decoder import NativeDecoder as NativeDecoder
 from .decoder import from_pretrained as from_pretrained

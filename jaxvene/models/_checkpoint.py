@@ -19,17 +19,47 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-__all__ = ["Checkpoint", "place"]
+__all__ = ["Checkpoint", "place", "resolve"]
 
 _INDEX = "model.safetensors.index.json"
 _SINGLE = "model.safetensors"
+
+
+def _hub_cache() -> str:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home, "hub")
+
+
+def resolve(path: str | os.PathLike, revision: str = "main") -> str:
+    """A checkpoint folder: `path` itself, or for a hub name like `"meta-llama/Llama-3.2-1B"`
+    that is not a folder, its snapshot in the local HF cache (`HF_HUB_CACHE`, else
+    `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), at `revision` (a branch in `refs/` or a
+    commit hash). Nothing is downloaded."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or path.count("/") != 1 or path.startswith((".", "/")):
+        return path
+    repo = os.path.join(_hub_cache(), "models--" + path.replace("/", "--"))
+    ref = os.path.join(repo, "refs", revision)
+    commit = revision
+    if os.path.isfile(ref):
+        with open(ref) as f:
+            commit = f.read().strip()
+    snapshot = os.path.join(repo, "snapshots", commit)
+    if not os.path.isdir(snapshot):
+        raise FileNotFoundError(
+            f"{path} is neither a folder nor in the local HF cache ({repo} has no snapshot for {revision!r}); "
+            "jaxvene does not download: fetch it first (e.g. `huggingface-cli download " + path + "`)"
+        )
+    return snapshot
 
 
 class Checkpoint:
     """The tensors of a HF checkpoint folder, by name (see the module docstring)."""
 
     def __init__(self, folder: str | os.PathLike):
-        folder = os.fspath(folder)
+        folder = resolve(folder)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} is not a directory (from_pretrained reads a local checkpoint folder)")
         self.folder = folder

@@ -203,13 +203,14 @@ def from_pretrained(
     a mesh, params go to the default device.
 
     Args:
-      path: a checkpoint folder (a download, or the HF cache's `snapshots/<hash>` folder).
+      path: a checkpoint folder, or a hub name (`"meta-llama/Llama-3.2-1B"`) already in the
+        local HF cache (nothing is downloaded; see :func:`jaxvene.models.resolve`).
       dtype: the params' dtype (`jnp.float32` or `jnp.bfloat16`), whatever the file holds.
       mesh, sharding: where the params live (see above).
       remat: rematerialise each layer in the backward pass (see :class:`NativeDecoder`).
     """
     ck = Checkpoint(path)
-    cfg = decoder_config(ck.config, where=os.path.join(os.fspath(path), "config.json"))
+    cfg = decoder_config(ck.config, where=os.path.join(ck.folder, "config.json"))
     leaves = layout(cfg)
     base = _base_prefix(ck, leaves)
     expected = _expected_tensors(cfg, leaves, base, ck)
@@ -239,7 +240,7 @@ def from_pretrained(
             + (" ..." if len(unused) > 6 else ""),
             stacklevel=2,
         )
-    return NativeDecoder(cfg, tree_from_paths(flat), remat=remat, name_or_path=os.fspath(path), hf_config=ck.config)
+    return NativeDecoder(cfg, tree_from_paths(flat), remat=remat, name_or_path=ck.folder, hf_config=ck.config)
 
 
 def _atomic(path: str, write: Callable[[str], object]) -> None:
