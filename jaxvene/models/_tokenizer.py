@@ -1,8 +1,9 @@
 """A checkpoint's tokenizer, without requiring transformers.
 
 :func:`load_tokenizer` returns transformers' `AutoTokenizer` for the folder when transformers
-is installed (any version: tokenizers are not Flax), else a `tokenizers.Tokenizer` read from
-the folder's `tokenizer.json` (call `.encode(text).ids`).
+is installed (any version: tokenizers are not Flax; a folder with a `tokenizer.json` but no
+`tokenizer_config.json` gets that file as it is), else a `tokenizers.Tokenizer` read from the
+folder's `tokenizer.json` (call `.encode(text).ids`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ def load_tokenizer(path: str | os.PathLike):
         import transformers
     except ImportError:
         transformers = None
+    file = os.path.join(folder, "tokenizer.json")
     if transformers is not None:
+        if not os.path.isfile(os.path.join(folder, "tokenizer_config.json")) and os.path.isfile(file):
+            # a bare tokenizer.json: AutoTokenizer would guess a class from config.json's model_type
+            # and add that family's special tokens; take the file as it is
+            return transformers.PreTrainedTokenizerFast(tokenizer_file=file)
         return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     from tokenizers import Tokenizer
 
-    file = os.path.join(folder, "tokenizer.json")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"no tokenizer.json in {folder} (without transformers, jaxvene reads only that file)")
     return Tokenizer.from_file(file)
