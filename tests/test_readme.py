@@ -14,6 +14,7 @@ def test_readme_python_blocks_run(capsys):
         exec(compile(block, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
     assert "(1, 6, 100)" in printed
+    assert "(1, 4, 100)" in printed  # the native Llama's patched logits
     assert "(1, 2, 2, 16)" in printed
     assert namespace["model"].trace_count == 1
     assert namespace["per_position"].shape == (6, 100)

@@ -58,8 +58,8 @@ def resolve(path: str | os.PathLike, revision: str = "main") -> str:
 class Checkpoint:
     """The tensors of a HF checkpoint folder, by name (see the module docstring)."""
 
-    def __init__(self, folder: str | os.PathLike):
-        folder = resolve(folder)
+    def __init__(self, folder: str | os.PathLike, revision: str = "main"):
+        folder = resolve(folder, revision)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} is not a directory (from_pretrained reads a local checkpoint folder)")
         self.folder = folder

@@ -192,6 +192,7 @@ def from_pretrained(
     mesh=None,
     sharding: ShardingRules = None,
     remat: bool = False,
+    revision: str = "main",
 ) -> NativeDecoder:
     """Load a HF checkpoint folder (`config.json` + safetensors) as a :class:`NativeDecoder`.
 
@@ -204,12 +205,13 @@ def from_pretrained(
 
     Args:
       path: a checkpoint folder, or a hub name (`"meta-llama/Llama-3.2-1B"`) already in the
-        local HF cache (nothing is downloaded; see :func:`jaxvene.models.resolve`).
+        local HF cache (nothing is downloaded; see :func:`jaxvene.models.resolve`), at
+        `revision` (a branch or a commit hash).
       dtype: the params' dtype (`jnp.float32` or `jnp.bfloat16`), whatever the file holds.
       mesh, sharding: where the params live (see above).
       remat: rematerialise each layer in the backward pass (see :class:`NativeDecoder`).
     """
-    ck = Checkpoint(path)
+    ck = Checkpoint(path, revision)
     cfg = decoder_config(ck.config, where=os.path.join(ck.folder, "config.json"))
     leaves = layout(cfg)
     base = _base_prefix(ck, leaves)
