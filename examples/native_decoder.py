@@ -79,19 +79,13 @@ def decode(tokenizer, ids) -> str:
 
 
 def tensor_parallel(n_devices: int):
-    """A 1-D "model" mesh and rules that split the attention and MLP projections over it."""
+    """A 1-D "model" mesh, and jaxvene's tensor-parallel rules over it."""
     import jax
     from jax.sharding import Mesh
-    from jax.sharding import PartitionSpec as P
 
-    mesh = Mesh(np.asarray(jax.devices()[:n_devices]), ("model",))
-    rules = {
-        r"self_attn\.(q|k|v)_proj\.kernel": P(None, None, "model"),
-        r"self_attn\.o_proj\.kernel": P(None, "model", None),
-        r"mlp\.(gate|up)_proj\.kernel": P(None, None, "model"),
-        r"mlp\.down_proj\.kernel": P(None, "model", None),
-    }
-    return mesh, rules
+    from jaxvene.models.decoder import tensor_parallel as rules
+
+    return Mesh(np.asarray(jax.devices()[:n_devices]), ("model",)), rules("model")
 
 
 def main(

@@ -15,6 +15,7 @@ by :func:`from_pretrained`.
 * `_params.py`: the params tree and where each leaf comes from in a HF checkpoint.
 * `_adapter.py`: the site table (pyvene's components), adapter and layer stack.
 * `_model.py`: :class:`NativeDecoder` and :func:`from_pretrained`.
+* `_sharding.py`: sharding rules (:func:`tensor_parallel`).
 """
 
 from ._adapter import COMPONENTS as COMPONENTS
@@ -30,3 +31,4 @@ from ._model import NativeDecoder as NativeDecoder
 from ._model import from_pretrained as from_pretrained
 from ._params import init_params as init_params
 from ._params import layout as layout
+from ._sharding import tensor_parallel as tensor_parallel
