@@ -90,6 +90,71 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f}"
 
 
+def _row(name, args, mesh, rules):
+    """Compile the forward pass and a one-site patch of `name` for abstract sharded params."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxvene as jv
+    from jaxvene.models.decoder import decoder_config, layout
+    from jaxvene.models.decoder._model import _spec_for
+    from jaxvene.models.decoder._params import tree_from_paths
+
+    cfg = decoder_config(CONFIGS[name], where=name)
+    leaves = layout(cfg)
+    params = tree_from_paths(
+        {
+            path: jax.ShapeDtypeStruct(
+                leaf.shape,
+                jnp.bfloat16,
+                sharding=jax.sharding.NamedSharding(mesh, _spec_for(rules, ".".join(path), leaf.shape)),
+            )
+            for path, leaf in leaves.items()
+        }
+    )
+    n_params = sum(int(np.prod(leaf.shape)) for leaf in leaves.values())
+    model = jv.NativeDecoder(cfg, params)
+    adapter = model.jaxvene_adapter()
+    ids = jax.ShapeDtypeStruct((args.batch, args.seq), jnp.int32)
+    inputs = {"input_ids": ids, "attention_mask": ids, "position_ids": ids}
+    last = jax.ShapeDtypeStruct((args.batch, 1), jnp.int32)
+
+    def forward(params, inputs, last):
+        return adapter.apply(params, inputs, logit_positions=last)["logits"]
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(forward).lower(params, inputs, last).compile()
+    forward_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+
+    plan, interventions, _ = jv.core.build_plan(
+        adapter, jv.IntervenableConfig([{"layer": cfg.num_hidden_layers // 2, "component": "block_output"}])
+    )
+    positions = jax.ShapeDtypeStruct((args.batch, 1), jnp.int32)
+
+    def patch(params, base, source, src_pos, base_pos, last):
+        out, _ = jv.core.run(
+            adapter, plan, params, interventions, base, (source,), ((src_pos, base_pos),), logit_positions=last
+        )
+        return out["logits"]
+
+    t0 = time.perf_counter()
+    patched = jax.jit(patch).lower(params, inputs, inputs, positions, positions, last).compile()
+    patch_s = time.perf_counter() - t0
+    pmem = patched.memory_analysis()
+    return [
+        name,
+        f"{n_params / 1e9:.2f} B",
+        cfg.num_hidden_layers,
+        _gib(mem.argument_size_in_bytes),
+        _gib(mem.temp_size_in_bytes),
+        f"{forward_s:.1f}",
+        _gib(pmem.temp_size_in_bytes),
+        f"{patch_s:.1f}",
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
@@ -99,73 +164,16 @@ def main():
     args = ap.parse_args()
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from _common import table
 
-    import jaxvene as jv
-    from jaxvene.models.decoder import decoder_config, layout, tensor_parallel
-    from jaxvene.models.decoder._model import _spec_for
-    from jaxvene.models.decoder._params import tree_from_paths
+    from jaxvene.models.decoder import tensor_parallel
 
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[: args.devices]), ("model",))
     rules = tensor_parallel("model")
     rows = []
     for name in args.models:
-        cfg = decoder_config(CONFIGS[name], where=name)
-        leaves = layout(cfg)
-        params = tree_from_paths(
-            {
-                path: jax.ShapeDtypeStruct(
-                    leaf.shape,
-                    jnp.bfloat16,
-                    sharding=jax.sharding.NamedSharding(mesh, _spec_for(rules, ".".join(path), leaf.shape)),
-                )
-                for path, leaf in leaves.items()
-            }
-        )
-        n_params = sum(int(np.prod(leaf.shape)) for leaf in leaves.values())
-        model = jv.NativeDecoder(cfg, params)
-        adapter = model.jaxvene_adapter()
-        ids = jax.ShapeDtypeStruct((args.batch, args.seq), jnp.int32)
-        inputs = {"input_ids": ids, "attention_mask": ids, "position_ids": ids}
-        last = jax.ShapeDtypeStruct((args.batch, 1), jnp.int32)
-
-        def forward(params, inputs, last):
-            return adapter.apply(params, inputs, logit_positions=last)["logits"]
-
-        t0 = time.perf_counter()
-        compiled = jax.jit(forward).lower(params, inputs, last).compile()
-        forward_s = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-
-        plan, interventions, _ = jv.core.build_plan(
-            adapter, jv.IntervenableConfig([{"layer": cfg.num_hidden_layers // 2, "component": "block_output"}])
-        )
-        positions = jax.ShapeDtypeStruct((args.batch, 1), jnp.int32)
-
-        def patch(params, base, source, src_pos, base_pos, last):
-            out, _ = jv.core.run(
-                adapter, plan, params, interventions, base, (source,), ((src_pos, base_pos),), logit_positions=last
-            )
-            return out["logits"]
-
-        t0 = time.perf_counter()
-        patched = jax.jit(patch).lower(params, inputs, inputs, positions, positions, last).compile()
-        patch_s = time.perf_counter() - t0
-        pmem = patched.memory_analysis()
-        rows.append(
-            [
-                name,
-                f"{n_params / 1e9:.2f} B",
-                cfg.num_hidden_layers,
-                _gib(mem.argument_size_in_bytes),
-                _gib(mem.temp_size_in_bytes),
-                f"{forward_s:.1f}",
-                _gib(pmem.temp_size_in_bytes),
-                f"{patch_s:.1f}",
-            ]
-        )
+        rows.append(_row(name, args, mesh, rules))
         print(f"{name} done", flush=True)
     print(
         f"\nPer-device figures from XLA's memory_analysis(), bfloat16 params tensor-parallel over "
