@@ -7,8 +7,8 @@ For each real config (Llama-3.1-8B, Mistral-7B, Qwen2.5-7B, Gemma-2-9B, Gemma-3-
 model), the params are abstract arrays (`jax.ShapeDtypeStruct`) sharded tensor-parallel over a
 1-D "model" mesh of 8 devices with `jaxvene.models.decoder.tensor_parallel()`; the forward pass
 (last-position logits) and a one-site `block_output` patch (`jv.core.run`, source and base
-runs) are lowered and compiled for those shapes, and XLA's `memory_analysis()` gives the bytes
-per device. Nothing of the model's size is allocated, so this runs on a laptop; the figures are
+runs) are lowered and compiled for those shapes, and XLA's `memory_analysis()` gives the
+scratch bytes per device (of the float32 program: see `_row` for why). Nothing of the model's size is allocated, so this runs on a laptop; the figures are
 what the compiled program would use on 8 accelerators. Compile times are this machine's.
 """
 
@@ -103,15 +103,18 @@ def _row(name, args, mesh, rules):
 
     cfg = decoder_config(CONFIGS[name], where=name)
     leaves = layout(cfg)
+    shardings = {
+        path: jax.sharding.NamedSharding(mesh, _spec_for(rules, ".".join(path), leaf.shape))
+        for path, leaf in leaves.items()
+    }
+    # bfloat16 params per device, from the shard shapes (exact)
+    bf16_bytes = sum(2 * int(np.prod(shardings[p].shard_shape(leaf.shape))) for p, leaf in leaves.items())
+    # the programs are compiled for float32 params: XLA's CPU backend upcasts bfloat16 matmuls and
+    # hoists a float32 copy of every weight out of the layer loop, which its memory_analysis()
+    # would count; an accelerator computes bfloat16 natively. float32 activations are twice the
+    # bfloat16 ones, so the temp columns are upper bounds for a bfloat16 model.
     params = tree_from_paths(
-        {
-            path: jax.ShapeDtypeStruct(
-                leaf.shape,
-                jnp.bfloat16,
-                sharding=jax.sharding.NamedSharding(mesh, _spec_for(rules, ".".join(path), leaf.shape)),
-            )
-            for path, leaf in leaves.items()
-        }
+        {path: jax.ShapeDtypeStruct(leaf.shape, jnp.float32, sharding=shardings[path]) for path, leaf in leaves.items()}
     )
     n_params = sum(int(np.prod(leaf.shape)) for leaf in leaves.values())
     model = jv.NativeDecoder(cfg, params)
@@ -147,7 +150,7 @@ def _row(name, args, mesh, rules):
         name,
         f"{n_params / 1e9:.2f} B",
         cfg.num_hidden_layers,
-        _gib(mem.argument_size_in_bytes),
+        _gib(bf16_bytes),
         _gib(mem.temp_size_in_bytes),
         f"{forward_s:.1f}",
         _gib(pmem.temp_size_in_bytes),
@@ -176,9 +179,10 @@ def main():
         rows.append(_row(name, args, mesh, rules))
         print(f"{name} done", flush=True)
     print(
-        f"\nPer-device figures from XLA's memory_analysis(), bfloat16 params tensor-parallel over "
-        f"{args.devices} devices, batch {args.batch} x {args.seq} tokens; compile seconds on this machine "
-        f"({jax.devices()[0].platform}, {os.cpu_count()} cores)\n"
+        f"\nPer device, params tensor-parallel over {args.devices} devices, batch {args.batch} x {args.seq} "
+        "tokens: bfloat16 params from the shard shapes; temp (activations, scratch) from XLA's "
+        "memory_analysis() of the float32 program (an upper bound for bfloat16: see _row); compile seconds "
+        f"on this machine ({jax.devices()[0].platform}, {os.cpu_count()} cores)\n"
     )
     print(
         table(
@@ -187,10 +191,10 @@ def main():
                 "model",
                 "params",
                 "layers",
-                "params GiB/device",
-                "forward temp GiB/device",
+                "bf16 params GiB/device",
+                "forward temp GiB/device (f32)",
                 "forward compile s",
-                "patch temp GiB/device",
+                "patch temp GiB/device (f32)",
                 "patch compile s",
             ],
         )
