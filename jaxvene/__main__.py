@@ -17,14 +17,20 @@ def main(argv=None) -> int:
     das.add_argument("--from-scratch", action="store_true", help="train the MLP too instead of loading it")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if args.command == "demo":
-        from .apps.demo import run_demo
+    from ._transformers import FlaxTransformersMissing
 
-        run_demo(args.out)
-    elif args.command == "das":
-        from .apps.das_hierarchical_equality import main as das_main
+    try:
+        if args.command == "demo":
+            from .apps.demo import run_demo
 
-        das_main(quick=args.quick, from_scratch=args.from_scratch)
+            run_demo(args.out)
+        elif args.command == "das":
+            from .apps.das_hierarchical_equality import main as das_main
+
+            das_main(quick=args.quick, from_scratch=args.from_scratch)
+    except FlaxTransformersMissing as exc:  # the demo's GPT-2 is a transformers 4.x Flax model
+        print(f"jaxvene {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

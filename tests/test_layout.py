@@ -16,6 +16,7 @@ ROOT = pathlib.Path(jv.__file__).parent
 # top-level package sit above all of them; `apps` above everything but is imported by nothing).
 LAYERS = [
     "_io",
+    "_transformers",
     "interventions",
     "core",
     "families",

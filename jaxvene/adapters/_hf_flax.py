@@ -38,6 +38,8 @@ class HFFlaxAdapter:
         self.module = hf_model.module
         self.config = hf_model.config
         self.family: Family = family_for(self.config) if family is None else family
+        if self.family.check is not None:  # e.g. a Flax LLaMA with a rope_scaling it would ignore
+            self.family.check(hf_model)
         # Where the layer stack sits: FlaxGPT2LMHeadModel nests it under "transformer", LLaMA
         # under "model", BERT under "bert", T5 at the top ("encoder.block"); bare models too.
         self.prefix = _find_prefix(hf_model.params, self.family.layers)
@@ -292,8 +294,10 @@ class HFFlaxAdapter:
     # ------------------------------------------------------------------ outputs
     def wrap_output(self, fields: dict):
         """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned."""
-        from transformers.modeling_flax_outputs import FlaxBaseModelOutput, FlaxCausalLMOutput
-
+        try:
+            from transformers.modeling_flax_outputs import FlaxBaseModelOutput, FlaxCausalLMOutput
+        except ImportError:  # no transformers 4 (a native model next to transformers 5, or none)
+            return self._output_class()(**fields)
         cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
         if not set(fields) <= set(cls.__dataclass_fields__):  # e.g. pooler_output: the model's own class
             cls = self._output_class()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .._transformers import import_flax_module
 from ._spec import Component, Family, LayerStackSpec, _attention, _ln_f, _same_heads, tied_or_lm_head_unembed
 
 __all__ = ["BLOOM"]
@@ -38,8 +39,9 @@ def _bloom_qkv(module, args, kwargs, emit):
 
 def _bloom_layer(layer, h, inputs):
     """One BLOOM block: ALiBi biases from the attention mask (rebuilt per layer, they are tiny)."""
-    from transformers.models.bloom.modeling_flax_bloom import build_alibi_tensor
-
+    build_alibi_tensor = import_flax_module(
+        "transformers.models.bloom.modeling_flax_bloom", "BLOOM's layer stack"
+    ).build_alibi_tensor
     mask = inputs["attention_mask"]
     alibi = build_alibi_tensor(mask, layer.config.n_head, dtype=h.dtype)
     return layer(h, alibi, mask, deterministic=True)[0]

@@ -17,7 +17,8 @@ Importing this module (which `import jaxvene` does) also repairs Flax T5 on JAX 
 without `jnp.clip(a_max=...)`, which transformers' `FlaxT5Attention._relative_position_bucket`
 still calls (the model cannot even be built): once `transformers.models.t5.modeling_flax_t5` is
 imported, that method is replaced by the same computation written with `jnp.minimum`. Nothing
-changes where JAX has `a_max`.
+changes where JAX has `a_max`, or where the installed transformers has no Flax T5 (none, or 5.x):
+then no import hook is installed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 
 import jax.numpy as jnp
 
+from .._transformers import flax_transformers_installed
 from ._spec import Component, Family, _same_heads
 
 __all__ = ["T5"]
@@ -167,7 +169,7 @@ def _clip_lacks_a_max() -> bool:
         return False
 
 
-if _clip_lacks_a_max():
+if _clip_lacks_a_max() and flax_transformers_installed():
     if _T5_MODULE in sys.modules:
         _repair_t5(sys.modules[_T5_MODULE])
     else:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._transformers import require_flax_transformers
+
 __all__ = [
     "MODEL_DIR",
     "load_facts_model",
@@ -186,9 +188,9 @@ def _read_json(file: Path):
 
 
 def load_facts_tokenizer(path: str | os.PathLike | None = None):
-    """The facts model's tokenizer, a `transformers.PreTrainedTokenizerFast`."""
-    import transformers
-
+    """The facts model's tokenizer, a `transformers.PreTrainedTokenizerFast` (transformers 4.x:
+    `pip install "jaxvene[hf]"`)."""
+    transformers = require_flax_transformers("the shipped facts model's tokenizer (load_facts_tokenizer)")
     file = _folder(path) / "tokenizer.json"
     _read_json(file)
     try:
@@ -216,10 +218,12 @@ def load_facts_model(path: str | os.PathLike | None = None):
     """`(flax_model, tokenizer)`: the shipped factual-recall GPT-2 (a
     `transformers.FlaxGPT2LMHeadModel`, float32 parameters) and its tokenizer. `path` defaults to
     the package's `facts_gpt2/` folder. Works offline; raises `FileNotFoundError` if the folder
-    or a file is missing and `OSError` if a file is corrupt."""
+    or a file is missing and `OSError` if a file is corrupt. Needs transformers 4.x, whose Flax
+    classes transformers 5 removed (`pip install "jaxvene[hf]"`): `ImportError` otherwise."""
     import jax
     import jax.numpy as jnp
-    import transformers
+
+    transformers = require_flax_transformers("the shipped facts model (load_facts_model)")
     from transformers.utils import logging as hf_logging
 
     folder = _folder(path)

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .._transformers import import_flax_module, require_flax_transformers
 from . import _facts
 
 CONFIG = dict(n_positions=32, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -88,7 +89,10 @@ def isolating_attention(hidden, after):
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    from transformers.models.gpt2.modeling_flax_gpt2 import FlaxGPT2Attention
+
+    FlaxGPT2Attention = import_flax_module(
+        "transformers.models.gpt2.modeling_flax_gpt2", "training the facts model"
+    ).FlaxGPT2Attention
 
     def attention(next_fun, args, kwargs, context):
         module = context.module
@@ -125,8 +129,8 @@ def train(
     import jax
     import jax.numpy as jnp
     import optax
-    import transformers
 
+    transformers = require_flax_transformers("training the facts model")
     fact_list = _facts.make_facts(seed)
     tokenizer = _facts.build_tokenizer(fact_list)
     for f in fact_list:
@@ -210,7 +214,7 @@ def train(
                 f"step {i:5d}  loss {float(value):.4f}  accuracy {hit.mean():.3f} (asked {hit[asked].mean():.3f}, "
                 f"held out {hit[~asked].mean() if (~asked).any() else float('nan'):.3f})  ({time.time() - t0:.0f} s)"
             )
-    model.params = params  # type: ignore[misc]  # read-only in the stubs; HF Flax models have a params setter
+    model.params = params  # HF Flax models have a params setter
     acc = accuracy(model, ids, last, answers)
     log(
         f"trained {steps} + {settle} steps in {time.time() - t0:.0f} s; top-1 accuracy on the {len(fact_list)} facts: {acc:.3f}"
