@@ -112,6 +112,11 @@ class Family:
             always passed), e.g. a `method` filling inputs the way HF's wrapper does.
         layer_stack: how sweeps, causal tracing and attribution patching run the model layer by
             layer (:class:`LayerStackSpec`); None: they do not support the family.
+        check: `model -> None`, run when the model's adapter is made: raises for a model whose
+            config asks for math its module does not do (transformers' Flax LLaMA ignores
+            `rope_scaling`, ...), which would give wrong outputs silently; None: no check. A
+            table built from another with `dataclasses.replace` keeps its check: replace it too
+            when the new table serves modules that do that math.
     """
 
     name: str
@@ -128,6 +133,7 @@ class Family:
     unembed: Callable[[Mapping, Any, Any], Any] | None = None
     call_kwargs: Mapping[str, object] = field(default_factory=dict)
     layer_stack: LayerStackSpec | None = None
+    check: Callable[[Any], None] | None = None
 
 
 # ---------------------------------------------------------------------------- params
