@@ -20,12 +20,12 @@ def load_tokenizer(path: str | os.PathLike):
     folder = resolve(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder} is not a directory")
+    file = os.path.join(folder, "tokenizer.json")
     try:
         import transformers
     except ImportError:
-        transformers = None
-    file = os.path.join(folder, "tokenizer.json")
-    if transformers is not None:
+        pass
+    else:
         if not os.path.isfile(os.path.join(folder, "tokenizer_config.json")) and os.path.isfile(file):
             # a bare tokenizer.json: AutoTokenizer would guess a class from config.json's model_type
             # and add that family's special tokens; take the file as it is

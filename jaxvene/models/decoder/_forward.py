@@ -141,7 +141,8 @@ def _attention(cfg: DecoderConfig, p, x, ctx, window, cache):
         new_cache = {"key": k, "value": v}
     s = k.shape[1]
     grouped = q.reshape(b, t, kv, nh // kv, dh)
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", grouped, k, preferred_element_type=jnp.float32) * cfg.query_scale
+    scale = float(cfg.query_scale)  # type: ignore[arg-type]  # set by DecoderConfig.__post_init__
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", grouped, k, preferred_element_type=jnp.float32) * scale
     scores = _softcap(scores, cfg.attn_logit_softcapping)
     qi, ki = ctx["q_index"][:, None], ctx["k_index"][None, :]
     allowed = ki <= qi
@@ -249,7 +250,7 @@ def forward(
     step = jax.checkpoint(body) if remat else body
     h, (new_kv, inputs_seen) = scan_layers(step, h, (params["layers"], meta, kv), length=cfg.num_hidden_layers)
     h = final(cfg, params, h)
-    out = {}
+    out: dict = {}
     if hidden_states:
         out["hidden_states"] = tuple(inputs_seen) + (h,)
     if logit_positions is not None:

@@ -224,6 +224,7 @@ def from_pretrained(
     flat = {}
     for leaf_path, leaf in leaves.items():
         dotted = ".".join(leaf_path)
+        target: jax.sharding.Sharding
         if mesh is None:
             target = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         else:
@@ -314,13 +315,3 @@ def _reader(ck: Checkpoint, leaf, base: str, cfg):
         return np.stack([read_one(_hf_name(leaf, base, ck, l), index[1:]) for l in layers])
 
     return read
-
-
-def _atomic(path: str, write: Callable[[str], object]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
