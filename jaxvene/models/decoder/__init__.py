@@ -26,9 +26,9 @@ from ._config import RopeSpec as RopeSpec
 from ._forward import forward as forward
 from ._hf import decoder_config as decoder_config
 from ._hf import supported_model_types as supported_model_types
-from ._model import CausalLMOutput as CausalLMOutput
 from ._model import NativeDecoder as NativeDecoder
 from ._model import from_pretrained as from_pretrained
+from ._outputs import CausalLMOutput as CausalLMOutput
 from ._params import init_params as init_params
 from ._params import layout as layout
 from ._sharding import tensor_parallel as tensor_parallel

@@ -26,8 +26,10 @@ from ...core._hooks import handling
 from ...core._positions import position_ids_from_mask
 from ...core._sites import Site, normalise_path
 from ...families._spec import Component
-from . import _forward as F
 from ._config import DecoderConfig
+from ._forward import LAYER_TAPS, attention_context, embed, final, forward, layer_meta, unembed
+from ._forward import layer as decoder_layer
+from ._outputs import CausalLMOutput
 
 __all__ = ["COMPONENTS", "DecoderAdapter", "DecoderStack"]
 
@@ -96,7 +98,7 @@ class DecoderAdapter:
         if component.endswith((".input", ".output")):
             path = normalise_path(component)
             m = re.fullmatch(r"(?:model\.)?layers\.(\d+)\.(.+)", path)
-            if m and m.group(2) in F.LAYER_TAPS:
+            if m and m.group(2) in LAYER_TAPS:
                 self._check_layer(int(m.group(1)), component)
                 return Site(m.group(2), component=component, layer=int(m.group(1)), indexed=True)
             outside = {"model.embed_tokens.output": "embed_tokens.output", "model.norm.output": "norm.output"}
@@ -104,7 +106,7 @@ class DecoderAdapter:
                 return Site(outside.get(path, path), component=component)
             raise ValueError(
                 f"module path {component!r} does not name a site of this {self.config.model_type} model. "
-                f"Inside a layer: model.layers[<i>].<tap> with <tap> one of {', '.join(F.LAYER_TAPS)}; "
+                f"Inside a layer: model.layers[<i>].<tap> with <tap> one of {', '.join(LAYER_TAPS)}; "
                 "outside: model.embed_tokens.output, model.norm.output."
             )
         raise ValueError(
@@ -192,7 +194,7 @@ class DecoderAdapter:
     def apply(self, params, inputs: Mapping, logit_positions=None) -> dict:
         if "attention_mask" not in inputs or "position_ids" not in inputs:
             inputs = self.prepare(inputs)
-        out = F.forward(
+        out = forward(
             self.config,
             params,
             inputs["input_ids"],
@@ -204,8 +206,6 @@ class DecoderAdapter:
         return {"logits": out["logits"]}
 
     def wrap_output(self, fields: dict):
-        from ._model import CausalLMOutput
-
         return CausalLMOutput(**fields)
 
     # ------------------------------------------------------------------ capabilities
@@ -222,7 +222,7 @@ class DecoderAdapter:
 
     def decode(self, params, cache, input_ids, attention_mask, position_ids):
         """`input_ids` against `cache`: the last position's logits `(B, V)` and the new cache."""
-        out = F.forward(self.config, params, input_ids, attention_mask, position_ids, cache=cache)
+        out = forward(self.config, params, input_ids, attention_mask, position_ids, cache=cache)
         return out["logits"][:, -1], out["cache"]
 
 
@@ -234,7 +234,7 @@ class DecoderStack:
         self.adapter = adapter
         self.config = adapter.config
         self.num_layers = adapter.num_layers
-        self._meta = F.layer_meta(self.config)
+        self._meta = layer_meta(self.config)
 
     @property
     def embedding_scale(self) -> float:
@@ -242,7 +242,7 @@ class DecoderStack:
         return float(self.config.hidden_size**0.5) if self.config.embed_scale else 1.0
 
     def embed(self, params, inputs):
-        return F.embed(self.config, params, inputs["input_ids"])
+        return embed(self.config, params, inputs["input_ids"])
 
     def embedding_matrix(self, params):
         return params["embed_tokens"]["embedding"]
@@ -261,7 +261,7 @@ class DecoderStack:
         return {}
 
     def head(self, params, h):
-        return F.unembed(self.config, params, F.final(self.config, params, h))
+        return unembed(self.config, params, final(self.config, params, h))
 
     def _window(self, i):
         return None if self._meta is None else self._meta[i]
@@ -277,13 +277,13 @@ class DecoderStack:
             return value
 
         if not taps:
-            return F.layer(self.config, p, h, ctx, self._window(i))[0], reads
+            return decoder_layer(self.config, p, h, ctx, self._window(i))[0], reads
         with handling(on_tap, ()):
-            out = F.layer(self.config, p, h, ctx, self._window(i))[0]
+            out = decoder_layer(self.config, p, h, ctx, self._window(i))[0]
         return out, reads
 
     def _ctx(self, inputs):
-        return F.attention_context(self.config, inputs["attention_mask"], inputs["position_ids"])
+        return attention_context(self.config, inputs["attention_mask"], inputs["position_ids"])
 
     def layer(self, layer_params, h, inputs, index=0):
         return self._layer(index, layer_params, h, self._ctx(inputs))[0]

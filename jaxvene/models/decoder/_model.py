@@ -13,7 +13,6 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -21,29 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checkpoint import Checkpoint, place
-from . import _forward as F
+from ._adapter import DecoderAdapter
 from ._config import DecoderConfig
+from ._forward import forward
 from ._hf import decoder_config
+from ._outputs import CausalLMOutput
 from ._params import BASE_PREFIX, init_params, layout, tree_from_paths
 
 __all__ = ["NativeDecoder", "CausalLMOutput", "from_pretrained"]
-
-
-@dataclass
-class CausalLMOutput:
-    """A causal LM's outputs: `.logits` `(B, T, V)`; `hidden_states` (every layer's input and
-    the final normed state) when asked; `loss` when labels were given. Also reads as a mapping
-    (`out["logits"]`)."""
-
-    logits: Any = None
-    hidden_states: Any = None
-    loss: Any = None
-
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def keys(self):
-        return [k for k in ("logits", "hidden_states", "loss") if getattr(self, k) is not None]
 
 
 class NativeDecoder:
@@ -105,7 +89,7 @@ class NativeDecoder:
         return CausalLMOutput(**out)
 
     def _forward(self, params, inputs, hidden_states):
-        return F.forward(
+        return forward(
             self.config,
             params,
             inputs["input_ids"],
@@ -162,8 +146,6 @@ class NativeDecoder:
 
     def jaxvene_adapter(self):
         if self._adapter is None:
-            from ._adapter import DecoderAdapter
-
             self._adapter = DecoderAdapter(self)
         return self._adapter
 
