@@ -13,7 +13,7 @@ field is a Python scalar or tuple, so a config is hashable and is compiled into 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["DecoderConfig", "RopeSpec", "NORMS", "BLOCKS", "ACTIVATIONS"]
 
@@ -79,7 +79,7 @@ class DecoderConfig:
     embed_scale: bool = False  # Gemma: embeddings times sqrt(hidden_size), in the model dtype
     #: per layer, the sliding window (a query at i sees keys in (i - window, i]) or None
     layer_windows: tuple = ()
-    #: per layer, whether it uses `local_rope` (Gemma 3's sliding layers) instead of `rope`
+    #: Gemma 3: the rotary embedding of the layers with a sliding window (the others use `rope`)
     local_rope: RopeSpec | None = None
     attn_logit_softcapping: float | None = None
     final_logit_softcapping: float | None = None
@@ -87,7 +87,6 @@ class DecoderConfig:
     #: `query_pre_attn_scalar ** -0.5`)
     query_scale: float | None = None
     max_position_embeddings: int | None = None
-    extra: tuple = field(default=(), compare=False)  # unused keys kept for messages
 
     def __post_init__(self):
         for name, allowed in (("norm", NORMS), ("block", BLOCKS), ("hidden_act", ACTIVATIONS)):
