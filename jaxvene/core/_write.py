@@ -10,8 +10,11 @@ cell run the same code. The steps, for a tap value `value` and a :class:`~jaxven
    `(B, Uh, Up, Dh)` heads at positions; `None` selects everything);
 3. for a *distributed* intervention, **flatten** the units onto the last axis (pyvene's layout:
    `(B, U * D)`; `(B, Up, Uh * Dh)` for heads at positions), the source likewise;
-4. **apply** the intervention with its subspaces and key; a Collect intervention returns what
-   it saw and leaves the value alone; an intervention may return a latent next to its output;
+4. **apply** the intervention with its subspaces and key, in the compute dtype (float32 by
+   default: a bfloat16 or float16 activation and its source are cast up first, so rotations
+   and their gradients are float32 and an intervention that returns its base leaves a bfloat16
+   activation bit-identical); a Collect intervention returns what it saw and leaves the value
+   alone; an intervention may return a latent next to its output;
 5. **unflatten**, **scatter** the new units back, **unview**.
 
 Everything here is a pure function of arrays; which steps run is decided by static facts (the
@@ -28,7 +31,10 @@ import jax.numpy as jnp
 from ..interventions._basic import Intervention, InterventionOutput
 from ._sites import Site
 
-__all__ = ["Location", "gather", "scatter", "read", "write"]
+__all__ = ["Location", "gather", "scatter", "read", "write", "COMPUTE_DTYPE"]
+
+#: What interventions compute in when the activation is a narrower float (see :func:`write`).
+COMPUTE_DTYPE = jnp.float32
 
 #: `None` (everything), an int array `(B, U)` of positions or heads, or for unit "h.pos" a pair
 #: `(heads (B, Uh), positions (B, Up))`.
@@ -82,6 +88,13 @@ def _unflatten(x: jax.Array, like: jax.Array) -> jax.Array:
     return x
 
 
+def _widen(x, dtype):
+    """`x` cast to `dtype` if it is a narrower float (bfloat16 -> float32); else `x`."""
+    if dtype is None or x is None or not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    return x.astype(dtype) if jnp.finfo(x.dtype).bits < jnp.finfo(dtype).bits else x
+
+
 def _distributed(iv: Intervention, selected: jax.Array) -> bool:
     return not iv.localist and not iv.keep_last_dim and selected.ndim > 2
 
@@ -100,6 +113,7 @@ def write(
     source: jax.Array | None = None,
     subspaces: jax.Array | None = None,
     key: jax.Array | None = None,
+    compute_dtype=COMPUTE_DTYPE,
 ) -> tuple[jax.Array, Any]:
     """Apply `intervention` to the tap value `value` at `loc`: `(new value, collected)`.
 
@@ -112,6 +126,9 @@ def write(
       source: the source units, as :func:`read` returned them (or a constant source), or `None`.
       subspaces: `None` or an int array `(B, K)` (`-1` pads).
       key: PRNG key for stochastic interventions.
+      compute_dtype: a float activation narrower than this (bfloat16, float16) and its source
+        are cast to it before the intervention, and the result back to the activation's dtype
+        at the scatter; `None` computes in the activation's dtype.
 
     Returns:
       The new tap value, and what the intervention hands back besides it: the activations a
@@ -125,6 +142,7 @@ def write(
     base_in = _flatten(selected) if distributed else selected
     if distributed and source is not None and source.ndim == selected.ndim:
         source = _flatten(source)
+    base_in, source = _widen(base_in, compute_dtype), _widen(source, compute_dtype)
     out = intervention(base_in, source, subspaces, key=key)
     latent = None
     if isinstance(out, InterventionOutput):
