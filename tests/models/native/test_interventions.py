@@ -4,10 +4,11 @@ Vanilla patches, many sites in one group (each site at its own base position, so
 another), must give the logits of
 
 * pyvene 0.1.8 on the same torch model for the families it registers (LLaMA, Mistral, Gemma,
-  Gemma 2, Qwen2; skipped where pyvene is not installed), and
+  Gemma 2, Qwen2), except the sites it sizes wrongly (`PYVENE_WRONG`), and
 * the hook reference of `_torch_ref.py` for the others (Qwen3, Gemma 3, Phi-3, OLMo 2: Phi-3's
   q/k/v are slices of `qkv_proj`'s output, its mlp_activation `mlp.activation_fn`'s output).
-  The hook reference is itself checked against pyvene where both exist.
+  The hook reference is itself checked against pyvene where both exist, and stands in for
+  pyvene everywhere in a venv without it (the transformers 5 one).
 
 Two groups of sites cover every component: block, attention (input, output, value output),
 MLP (input, activation, output), q/k/v and the head views (query heads; key/value heads under
@@ -101,9 +102,21 @@ def _pyvene_can(name, sites):
     return CASES[name].pyvene and not any(s[1] in wrong for s in sites)
 
 
+def _have_pyvene() -> bool:
+    try:
+        import pyvene  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _reference(name, sites):
+    """pyvene where it registers the family and sizes the sites right; otherwise (and in a venv
+    without pyvene, e.g. transformers 5's) the hook reference."""
     tm = torch_model(name)
-    return _pyvene(tm, sites) if _pyvene_can(name, sites) else ref.vanilla_patch(tm, BASE, SRC, sites)
+    if _pyvene_can(name, sites) and _have_pyvene():
+        return _pyvene(tm, sites)
+    return ref.vanilla_patch(tm, BASE, SRC, sites)
 
 
 PAIRS = [(n, g) for n in FAMILY_CASES for g in GROUPS]
