@@ -57,7 +57,11 @@ CLASSES = {
     "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
     "phi3": ("Phi3Config", "Phi3ForCausalLM"),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM"),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
 }
+
+#: a config value meaning "leave this common field out" (GPT-NeoX has no GQA, no RMSNorm)
+DROP = object()
 
 # families pyvene 0.1.8 registers (pyvene/models/intervenable_modelcard.py)
 PYVENE_FAMILIES = ("llama", "mistral", "gemma", "gemma2", "qwen2")
@@ -74,7 +78,7 @@ class Case:
 
     @property
     def kwargs(self) -> dict:
-        return {**_COMMON, **self.config}
+        return {k: v for k, v in {**_COMMON, **self.config}.items() if v is not DROP}
 
     @property
     def pyvene(self) -> bool:
@@ -88,6 +92,8 @@ _LLAMA3 = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 16,
 }
+
+_NEOX = {"num_key_value_heads": DROP, "rms_norm_eps": DROP, "hidden_dropout": 0.0, "attention_dropout": 0.0}
 
 CASES = {
     c.name: c
@@ -219,6 +225,20 @@ CASES = {
         ),
         Case(
             "olmo2", "olmo2", what="OLMo-2: q/k RMSNorm over all heads, post-attention and post-feedforward norms only"
+        ),
+        Case(
+            "gpt_neox",
+            "gpt_neox",
+            {**_NEOX, "rotary_pct": 0.5},
+            contrasts=({"rotary_pct": 1.0},),
+            what="GPT-NeoX: LayerNorm, parallel residual, fused per-head q/k/v, rotary_pct 0.5",
+        ),
+        Case(
+            "gpt_neox_serial",
+            "gpt_neox",
+            {**_NEOX, "use_parallel_residual": False},
+            contrasts=({"use_parallel_residual": True},),
+            what="GPT-NeoX with use_parallel_residual=False",
         ),
     ]
 }

@@ -20,7 +20,7 @@ from _cases import BASE, FAMILY_CASES, native, torch_model  # noqa: E402
 import jaxvene as jv  # noqa: E402
 
 N_NEW = 6
-GENERATE = [*FAMILY_CASES, "qwen2_sliding"]
+GENERATE = [*FAMILY_CASES, "qwen2_sliding", "gpt_neox"]
 
 
 def _mask():
