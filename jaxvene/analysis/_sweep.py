@@ -37,13 +37,9 @@ __all__ = ["sweep", "SweepInputs"]
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency of transformers
-        return None
-    return tqdm(total=total, desc=desc, leave=False)
+    from ._progress import progress_bar  # redraws at most every 0.5 s on a terminal, 10 s in a log
+
+    return progress_bar(total, desc, enabled)
 
 
 @dataclass

@@ -202,11 +202,9 @@ def train_interventions(
     if mesh is not None:
         state, params = _replicate(state, mesh), _replicate(params, mesh)
         batches = [shard_batch(b, mesh) for b in batches]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from ..analysis._progress import progress_bar  # redraws at most every 0.5 s (10 s in a log)
 
-        bar = tqdm(total=epochs * len(batches), desc="training interventions", leave=False)
+    bar = progress_bar(epochs * len(batches), "training interventions", progress)
     losses = []
     for _ in range(epochs):
         for batch in batches:
@@ -217,8 +215,7 @@ def train_interventions(
                 trainable, _ = eqx.partition(ivs, trainable_filter(ivs))
                 state = state._replace(trainable=trainable)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1, loss=value)  # the loss is read only when the bar redraws
     if bar is not None:
         bar.close()
     model.set_intervention_params(interventions_of(state))
