@@ -15,7 +15,7 @@ by :func:`from_pretrained`.
 * `_params.py`: the params tree and where each leaf comes from in a HF checkpoint.
 * `_adapter.py`: the site table (pyvene's components), adapter and layer stack.
 * `_model.py`: :class:`NativeDecoder` and :func:`from_pretrained`.
-* `_sharding.py`: sharding rules (:func:`tensor_parallel`).
+* `_sharding.py`: sharding rules (:func:`sharding_rules`: FSDP and tensor parallel on a 2-D mesh).
 """
 
 from ._adapter import COMPONENTS as COMPONENTS
@@ -31,4 +31,5 @@ from ._model import from_pretrained as from_pretrained
 from ._outputs import CausalLMOutput as CausalLMOutput
 from ._params import init_params as init_params
 from ._params import layout as layout
+from ._sharding import sharding_rules as sharding_rules
 from ._sharding import tensor_parallel as tensor_parallel
