@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
-from _cases import BASE, FAMILY_CASES, native, torch_model  # noqa: E402
+from _cases import BASE, CASES, FAMILY_CASES, build_torch, native, tokens, torch_logits, torch_model  # noqa: E402
 
 import jaxvene as jv  # noqa: E402
 
@@ -52,3 +52,67 @@ def test_greedy_matches_torch_with_left_padding(name):
         ).numpy()
     assert ref.shape == (2, BASE.shape[1] + N_NEW)
     np.testing.assert_array_equal(np.asarray(ours), ref, err_msg=name)
+
+
+def _generate(name, ids, mask, n):
+    model = native(name)
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 1, "component": "block_output"}], intervention_types=jv.AdditionIntervention),
+        model,
+    )
+    _, ours = jm.generate(
+        {"input_ids": ids, "attention_mask": mask},
+        source_representations=jnp.zeros(model.config.hidden_size),
+        max_new_tokens=n,
+    )
+    return np.asarray(ours)
+
+
+@pytest.mark.parametrize(
+    "name,prompt,n",
+    [("llama_llama3", 20, 6), ("llama_yarn", 20, 6), ("llama_dynamic", 12, 8), ("phi3_longrope", 20, 6)],
+)
+def test_scaled_rope_generation_matches_torch(name, prompt, n):
+    """Scaled ropes at long positions in the decode loop: llama3 and yarn past their original
+    window of 16, dynamic NTK growing past max_position_embeddings 16 during generation
+    (torch rescales the new tokens' rotary frequencies each step and keeps the cached keys as
+    they were), Phi-3 LongRoPE with the prompt already past the window."""
+    ids = tokens((2, prompt), 7)
+    mask = np.ones_like(ids)
+    mask[0, :2] = 0
+    tm = build_torch(CASES[name])  # fresh: dynamic NTK keeps state between calls
+    with torch.no_grad():
+        ref = tm.generate(
+            torch.tensor(ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        ).numpy()
+    np.testing.assert_array_equal(_generate(name, ids, mask, n), ref, err_msg=name)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="jaxvene's decode loop keeps the keys it cached with LongRoPE's short factors after the "
+    "sequence passes original_max_position_embeddings; HF re-encodes the whole sequence with the "
+    "long factors at the switch (Phi3ForCausalLM.prepare_inputs_for_generation drops the cache)",
+)
+def test_longrope_generation_crossing_the_window():
+    """Phi-3 LongRoPE, a 12-token prompt generating 8 tokens past original_max_position_embeddings
+    16, against greedy decoding by full torch forwards (each step re-reads the whole sequence,
+    as HF's generate does from the switch on in transformers 5; 4.57's generate drops the cache
+    but then feeds only the last token, so it disagrees with its own forward and is no reference)."""
+    name, n = "phi3_longrope", 8
+    ids = tokens((2, 12), 7)
+    seq = ids
+    tm = torch_model(name)
+    for _ in range(n):
+        mask = np.ones_like(seq)
+        mask[0, :2] = 0
+        logits = torch_logits(tm, seq, mask, np.maximum(np.cumsum(mask, -1) - 1, 0))
+        seq = np.concatenate([seq, logits[:, -1].argmax(-1)[:, None].astype(seq.dtype)], axis=1)
+    mask = np.ones_like(ids)
+    mask[0, :2] = 0
+    np.testing.assert_array_equal(_generate(name, ids, mask, n), seq)
