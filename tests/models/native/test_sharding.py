@@ -77,7 +77,7 @@ def test_call_sweep_and_training_equal_the_unsharded_model(pair):
         batch = jv.training.make_batch(
             jm, {"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": 6}, labels=labels
         )
-        losses.append(jv.training.train_interventions(jm, [batch], optax.adam(0.05), epochs=4, progress=False))
+        losses.append(jv.training.train_interventions(jm, [batch], optax.adam(0.05), epochs=2, progress=False))
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
     assert losses[0][-1] < losses[0][0]
     assert _specs(sharded.params) == before
