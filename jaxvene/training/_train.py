@@ -130,6 +130,20 @@ def _replicate(tree, mesh: Mesh):
     return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding) if isinstance(x, jax.Array) else x, tree)
 
 
+def _on_mesh(tree, mesh: Mesh):
+    """Model params for a step on `mesh`: arrays already sharded over this mesh stay as they are
+    (FSDP or tensor-parallel params are never gathered); the others are replicated onto it."""
+
+    def place(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
+            return x
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+
+    return jax.tree_util.tree_map(place, tree)
+
+
 def make_train_step(
     model, optimizer: optax.GradientTransformation, loss_fn: Callable = iit_loss, penalty: Callable | None = None
 ):
@@ -188,19 +202,22 @@ def train_interventions(
     mesh: Mesh | None = None,
     on_step: Callable | None = None,
     progress: bool = True,
+    params=None,
 ) -> list[float]:
     """Train the interventions of `model` on `batches` (a list of batches from
     :func:`make_batch`) for `epochs`; installs the result in `model` and returns the losses.
 
     `on_step(step, interventions) -> interventions` may change interventions between steps
-    (e.g. a temperature schedule). With `mesh`, every batch is sharded over its "data" axis.
+    (e.g. a temperature schedule). With `mesh`, every batch is sharded over its "data" axis;
+    model params already sharded over that mesh keep their sharding, the others are
+    replicated. `params` replaces the model's own (e.g. params sharded by hand).
     """
     batches = list(batches)
     init, step, interventions_of = make_train_step(model, optimizer, loss_fn, penalty)
     state = init()
-    params = model.adapter.params
+    params = model.adapter.params if params is None else params
     if mesh is not None:
-        state, params = _replicate(state, mesh), _replicate(params, mesh)
+        state, params = _replicate(state, mesh), _on_mesh(params, mesh)
         batches = [shard_batch(b, mesh) for b in batches]
     from ..analysis._progress import progress_bar  # redraws at most every 0.5 s (10 s in a log)
 
@@ -222,10 +239,12 @@ def train_interventions(
     return losses
 
 
-def evaluate_iia(model, batches: Iterable[dict]) -> float:
+def evaluate_iia(model, batches: Iterable[dict], params=None) -> float:
     """Interchange intervention accuracy: the share of examples whose intervened prediction at
-    the read position (argmax) equals the counterfactual label."""
-    adapter, plan, params = model.adapter, model.plan(), model.adapter.params
+    the read position (argmax) equals the counterfactual label. `params` replaces the model's
+    own."""
+    adapter, plan = model.adapter, model.plan()
+    params = adapter.params if params is None else params
     interventions = model.intervention_params()
 
     @eqx.filter_jit

@@ -81,3 +81,37 @@ def test_call_sweep_and_training_equal_the_unsharded_model(pair):
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
     assert losses[0][-1] < losses[0][0]
     assert _specs(sharded.params) == before
+
+
+def _train_addition(model, mesh):
+    jm = jv.IntervenableModel(
+        jv.IntervenableConfig([{"layer": 2, "component": "mlp_output"}], intervention_types=jv.AdditionIntervention),
+        model,
+    )
+    batch = jv.training.make_batch(
+        jm, {"input_ids": IDS}, [{"input_ids": SRC}], {"sources->base": 3}, labels=[1, 2, 3, 4]
+    )
+    return jv.training.train_interventions(jm, [batch], optax.sgd(0.1), mesh=mesh, progress=False)
+
+
+def test_training_on_the_mesh_keeps_fsdp_params_sharded(pair, monkeypatch):
+    """`train_interventions(mesh=)` shards the batch over "data" and leaves params that are
+    already on the mesh as they are (it used to replicate the whole model)."""
+    plain, sharded, mesh = pair
+    seen = []
+    original = jv.training._train.make_train_step
+
+    def spy(*args, **kwargs):
+        init, step, out = original(*args, **kwargs)
+
+        def watched(state, batch, params):
+            seen.append(_specs(params))
+            return step(state, batch, params)
+
+        return init, watched, out
+
+    monkeypatch.setattr(jv.training._train, "make_train_step", spy)
+    unsharded = _train_addition(plain, None)
+    on_mesh = _train_addition(sharded, mesh)
+    assert seen[-1] == _specs(sharded.params)  # the step saw the FSDP x TP params, not replicas
+    np.testing.assert_allclose(on_mesh, unsharded, rtol=1e-4)
