@@ -25,7 +25,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import jax  # noqa: E402
-from _cases import BASE, assert_close, checkpoint, copy_checkpoint, native, torch_model  # noqa: E402
+from _cases import (  # noqa: E402
+    BASE,
+    CASES,
+    assert_close,
+    build_torch,
+    checkpoint,
+    copy_checkpoint,
+    native,
+    torch_logits,
+    torch_model,
+)
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
@@ -113,6 +123,31 @@ def test_unimplemented_config_value(tmp_path):
     with pytest.raises(NotImplementedError, match="rope_(scaling|parameters)") as err:
         jv.from_pretrained(folder)
     assert "foo" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        pytest.param(
+            "gemma3_text",
+            {"use_bidirectional_attention": True},
+            marks=pytest.mark.xfail(
+                strict=True, raises=AssertionError, reason="read and ignored: attention stays causal"
+            ),
+        ),
+    ],
+)
+def test_implemented_or_refused(name, edit, tmp_path):
+    """A config value that changes the math either loads and matches torch, or is refused with
+    NotImplementedError naming the field."""
+    tm = build_torch(CASES[name], **edit)
+    tm.save_pretrained(tmp_path)
+    try:
+        model = jv.from_pretrained(tmp_path)
+    except NotImplementedError as err:
+        assert any(k in str(err) for k in edit), err
+        return
+    assert_close(model(BASE).logits, torch_logits(tm, BASE), what=f"{name} {edit}")
 
 
 # ------------------------------------------------------------------------------ sharding

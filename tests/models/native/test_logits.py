@@ -11,6 +11,8 @@ transposed, layers stacked, Phi-3's fused projections split), and a bfloat16 loa
 float32 one.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,8 @@ from _cases import (  # noqa: E402
     torch_logits,
     torch_model,
 )
+
+import jaxvene as jv  # noqa: E402
 
 ALL = list(CASES)
 LONG = [n for n, c in CASES.items() if c.long]
@@ -196,3 +200,64 @@ def test_bfloat16_load(name):
     rounded = jax.tree_util.tree_map(lambda x: np.asarray(x.astype(jnp.bfloat16), np.float32), model32.params)
     for x, y in zip(jax.tree_util.tree_leaves(_as_numpy(model16.params)), jax.tree_util.tree_leaves(rounded)):
         np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------------------------------ config values
+_YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
+
+# jaxvene.models.decoder._hf._Raw reads an explicit null in config.json as HF's class default
+_NULL_IS_DEFAULT = pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="a null in config.json reads as HF's class default (_hf._Raw)"
+)
+_GEMMA3_SOFTCAP = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="jaxvene applies Gemma 3's attn_logit_softcapping; HF's Gemma3Attention stores it but never passes it on",
+)
+
+
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        # null switches a softcap off (HF's class defaults are 30 and 50)
+        pytest.param("gemma2", {"final_logit_softcapping": None}, marks=_NULL_IS_DEFAULT),
+        pytest.param("gemma2", {"attn_logit_softcapping": None}, marks=_NULL_IS_DEFAULT),
+        pytest.param("gemma3_text", {"attn_logit_softcapping": 5.0}, marks=_GEMMA3_SOFTCAP),
+        ("gemma3_text", {"final_logit_softcapping": 3.0}),
+        (
+            "qwen2",
+            {"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": True, "sliding_window": 3},
+        ),
+        (
+            "llama_yarn",
+            {"rope_scaling": {**_YARN, "beta_fast": 8.0, "beta_slow": 2.0, "mscale": 2.0, "mscale_all_dim": 1.0}},
+        ),
+        ("llama_yarn", {"rope_scaling": {**_YARN, "truncate": False, "attention_factor": 1.5}}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v[k]}" for k in list(v)[:1]),
+)
+def test_config_variant_matches_torch(name, edit, tmp_path):
+    """A checkpoint whose config.json torch wrote with these values (an explicit null where a
+    feature is off) reads as torch runs it."""
+    tm = build_torch(CASES[name], **edit)
+    tm.save_pretrained(tmp_path)
+    model = jv.from_pretrained(tmp_path)
+    mask, positions = left_padded(BASE)
+    ref = torch_logits(tm, BASE, mask, positions)
+    out = np.asarray(model(BASE, attention_mask=mask).logits)
+    assert_close(out[0, 3:], ref[0, 3:], what=f"{name} {edit} padded row")
+    assert_close(out[1], ref[1], what=f"{name} {edit}")
+
+
+@_NULL_IS_DEFAULT
+def test_null_sliding_window_means_no_window(tmp_path):
+    """Mistral's `"sliding_window": null` (Mistral 7B v0.2 on) means full attention, not HF's
+    class default of 4096: logits past position 4096 of a 4100-token input equal torch's."""
+    tm = build_torch(CASES["mistral"], sliding_window=None)
+    tm.save_pretrained(tmp_path)
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["sliding_window"] is None
+    ids = tokens((1, 4100), 11)
+    ref = torch_logits(tm, ids)[:, -4:]
+    out = np.asarray(jv.from_pretrained(tmp_path)(ids).logits)[:, -4:]
+    assert_close(out, ref, what="mistral, sliding_window null, positions 4096-4099")
