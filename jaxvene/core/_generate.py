@@ -83,6 +83,9 @@ def generate(
     ids = base["input_ids"]
     batch, length = ids.shape
     total = length + max_new_tokens
+    check = getattr(adapter, "check_generation", None)  # a model that cannot cache some lengths
+    if check is not None:
+        check(length, total)
     cache = adapter.init_cache(batch, total)
     mask = jnp.ones((batch, total), jnp.int32).at[:, :length].set(base["attention_mask"])
     # The prompt's positions; decode step t is at the last one + 1 + t.

@@ -220,6 +220,22 @@ class DecoderAdapter:
     def init_cache(self, batch: int, length: int) -> dict:
         return self.model.init_cache(batch, length)
 
+    def check_generation(self, prompt_length: int, total: int) -> None:
+        """Refuse a generation the KV cache cannot do as HF does: LongRoPE switches to its long
+        factors once the sequence passes `original_max_position_embeddings`, and HF then
+        re-encodes the whole sequence; cached keys would keep the short factors."""
+        rope = self.config.rope
+        if rope.kind != "longrope":
+            return
+        window = rope.get("original_max_position_embeddings") or rope.get("max_position_embeddings")
+        if prompt_length <= window < total:
+            raise NotImplementedError(
+                f"generating from a {prompt_length}-token prompt to {total} tokens crosses LongRoPE's switch at "
+                f"original_max_position_embeddings={window}: the cached keys would keep the short factors "
+                "(HF re-encodes the sequence there). Generate at most up to that length, or start from a prompt "
+                "longer than it."
+            )
+
     def decode(self, params, cache, input_ids, attention_mask, position_ids):
         """`input_ids` against `cache`: the last position's logits `(B, V)` and the new cache."""
         out = forward(self.config, params, input_ids, attention_mask, position_ids, cache=cache)

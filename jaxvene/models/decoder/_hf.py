@@ -26,7 +26,7 @@ _HARMLESS = frozenset(
     hidden_dropout _name_or_path name_or_path output_attentions output_hidden_states return_dict
     attn_implementation _attn_implementation tokenizer_class pretraining_tp is_decoder
     tie_encoder_decoder chunk_size_feed_forward problem_type id2label label2id model_type
-    cache_implementation image_token_index boi_token_index eoi_token_index use_bidirectional_attention
+    cache_implementation image_token_index boi_token_index eoi_token_index
     rope_theta rope_scaling rope_parameters partial_rotary_factor max_position_embeddings
     original_max_position_embeddings layer_types sliding_window_pattern _sliding_window_pattern
     use_sliding_window max_window_layers sliding_window head_dim num_key_value_heads
@@ -43,7 +43,11 @@ _REFUSED = {
     "num_local_experts": "mixture-of-experts layers are not implemented",
     "rope_interleave": "interleaved rotary embeddings are not implemented",
     "use_qk_norm": "this q/k norm is not implemented for the family",
+    "use_bidirectional_attention": "bidirectional attention (EmbeddingGemma) is not implemented: the decoders are causal",
 }
+# Keys whose explicit null in config.json switches a feature off (Mistral's sliding_window: null
+# is full attention); for every other key a null reads as HF's class default.
+_NULL_IS_OFF = frozenset({"sliding_window", "attn_logit_softcapping", "final_logit_softcapping"})
 
 _COMMON = dict(rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0, hidden_act="silu")
 
@@ -195,14 +199,16 @@ DEFAULTS: dict[str, dict] = {
 
 
 class _Raw:
-    """A family's view of a `config.json` dict: `raw[key]` falls back to HF's default."""
+    """A family's view of a `config.json` dict: `raw[key]`, or HF's default where the key is
+    absent (or null, except for the keys in `_NULL_IS_OFF`)."""
 
     def __init__(self, raw: Mapping, family: str):
         self.raw, self.family, self.defaults = dict(raw), family, DEFAULTS[family]
 
     def __getitem__(self, key):
-        value = self.raw.get(key)
-        return self.defaults.get(key) if value is None else value
+        if key in self.raw and (self.raw[key] is not None or key in _NULL_IS_OFF):
+            return self.raw[key]
+        return self.defaults.get(key)
 
     def get(self, key, default=None):
         value = self[key]
@@ -363,6 +369,9 @@ def _gemma3(c):
     out = _gemma2(c)
     out["layer_windows"] = _types_windows(c, c["sliding_window"], types)
     out["qk_norm"] = "head"
+    # HF's Gemma3Attention keeps attn_logit_softcapping but never applies it: so neither does the
+    # reference this decoder matches (the released Gemma 3 configs set it to null)
+    out["attn_logit_softcapping"] = None
     head_dim = out["head_dim"]
     params = c.raw.get("rope_parameters") or {}
     if "sliding_attention" in params:  # transformers 5
