@@ -6,6 +6,10 @@ vector, then a linear `score` head. Sites (pyvene's): `block_input`, `block_outp
 `{"inputs_embeds": (B, h_dim)}` or `(B, 1, h_dim)` (pyvene's tutorials add the position axis).
 Weights convert from pyvene's PyTorch model with :meth:`MLPForClassification.from_torch`, and
 save/load as `config.json` + `model.safetensors` (:meth:`save_pretrained`, :meth:`from_pretrained`).
+Dropout (`pdrop`, after the input and after each block, as in pyvene) applies only to a call
+with a `dropout_key` (pyvene's train mode); interventions run the model without it (pyvene's
+eval mode, which its `IntervenableModel` sets). :func:`create_mlp_classifier` is pyvene's
+constructor helper.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ import numpy as np
 from .._io import atomic_write
 from ..adapters._function import FunctionAdapter
 
-__all__ = ["MLPConfig", "MLPForClassification"]
+__all__ = ["MLPConfig", "MLPForClassification", "create_mlp_classifier"]
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False), "tanh": jnp.tanh}
 
 
 @dataclass(frozen=True)
 class MLPConfig:
-    """pyvene's `MLPConfig` fields that shape the model."""
+    """pyvene's `MLPConfig` fields that shape the model (pyvene's defaults).
+
+    `pdrop` is the dropout rate of calls with a `dropout_key` (training the MLP itself); calls
+    without one, and every intervened call, have no dropout.
+    """
 
     h_dim: int = 512
     n_layer: int = 2
@@ -39,15 +47,19 @@ class MLPConfig:
     include_bias: bool = True
     squeeze_output: bool = True
     model_type: str = "mlp"
+    pdrop: float = 0.3
 
 
 class _Block(nn.Module):
     config: MLPConfig
 
     @nn.compact
-    def __call__(self, h):
+    def __call__(self, h, deterministic: bool = True):
         dense = nn.Dense(self.config.h_dim, use_bias=self.config.include_bias, name="ff1")
-        return _ACTIVATIONS[self.config.activation_function](dense(h))
+        h = _ACTIVATIONS[self.config.activation_function](dense(h))
+        if not deterministic and self.config.pdrop:  # no module when off: the sites stay as they are
+            h = nn.Dropout(self.config.pdrop)(h, deterministic=False)
+        return h
 
 
 class _Blocks(nn.Module):
@@ -55,10 +67,13 @@ class _Blocks(nn.Module):
 
     def setup(self):
         self.blocks = [_Block(self.config, name=str(i)) for i in range(self.config.n_layer)]
+        self.drop = nn.Dropout(self.config.pdrop)
 
-    def __call__(self, h):
+    def __call__(self, h, deterministic: bool = True):
+        if not deterministic and self.config.pdrop:  # pyvene's dropout of the input
+            h = self.drop(h, deterministic=False)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, deterministic)
         return h
 
 
@@ -68,8 +83,8 @@ class _MLP(nn.Module):
     def setup(self):
         self.h = _Blocks(self.config)
 
-    def __call__(self, h):
-        return self.h(h)
+    def __call__(self, h, deterministic: bool = True):
+        return self.h(h, deterministic)
 
 
 class _Classifier(nn.Module):
@@ -79,15 +94,16 @@ class _Classifier(nn.Module):
         self.mlp = _MLP(self.config)
         self.score = nn.Dense(self.config.num_classes, use_bias=self.config.include_bias)
 
-    def __call__(self, inputs_embeds):
-        logits = self.score(self.mlp(inputs_embeds))
+    def __call__(self, inputs_embeds, deterministic: bool = True):
+        logits = self.score(self.mlp(inputs_embeds, deterministic))
         if self.config.squeeze_output and logits.ndim == 3 and logits.shape[1] == 1:
             logits = logits[:, 0]
         return {"logits": logits}
 
 
 class MLPForClassification:
-    """The classifier with params; `model({"inputs_embeds": x})["logits"]`."""
+    """The classifier with params; `model({"inputs_embeds": x})["logits"]`; with
+    `dropout_key=jax.random.key(0)`, dropout at rate `config.pdrop` (pyvene's train mode)."""
 
     components = {
         "block_input": "mlp.h.{layer}.input",
@@ -102,8 +118,11 @@ class MLPForClassification:
             params = self.module.init(jax.random.key(seed), jnp.zeros((1, config.h_dim)))["params"]
         self.params = params
 
-    def __call__(self, inputs, params=None):
-        return self.module.apply({"params": self.params if params is None else params}, inputs["inputs_embeds"])
+    def __call__(self, inputs, params=None, *, dropout_key=None):
+        variables = {"params": self.params if params is None else params}
+        if dropout_key is None:
+            return self.module.apply(variables, inputs["inputs_embeds"])
+        return self.module.apply(variables, inputs["inputs_embeds"], False, rngs={"dropout": dropout_key})
 
     def jaxvene_adapter(self) -> FunctionAdapter:
         module = self.module
@@ -164,6 +183,7 @@ class MLPForClassification:
             activation_function=tc.activation_function,
             include_bias=tc.include_bias,
             squeeze_output=tc.squeeze_output,
+            pdrop=float(tc.pdrop),
         )
         state = {k: np.asarray(v.detach().cpu().numpy()) for k, v in torch_model.state_dict().items()}
 
@@ -178,3 +198,22 @@ class MLPForClassification:
             "score": dense("score"),
         }
         return cls(config, params)
+
+
+def create_mlp_classifier(config: MLPConfig, tokenizer_name=None, cache_dir=None, *, seed: int = 0):
+    """pyvene's `create_mlp_classifier`: `(config, tokenizer, model)` for a new
+    :class:`MLPForClassification` with random weights from `seed` (pyvene draws them from
+    PyTorch's global generator; JAX has none).
+
+    `tokenizer_name` (optional, as in pyvene) is a local folder or a hub name already in the HF
+    cache, read with :func:`jaxvene.load_tokenizer` (nothing is downloaded); `cache_dir` is not
+    supported (set `HF_HUB_CACHE`). Without it the tokenizer is None.
+    """
+    if cache_dir is not None:
+        raise TypeError("create_mlp_classifier(cache_dir=...) is not supported: set HF_HUB_CACHE instead")
+    tokenizer = None
+    if tokenizer_name is not None:
+        from ._tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_name)
+    return config, tokenizer, MLPForClassification(config, seed=seed)
