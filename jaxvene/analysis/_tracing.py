@@ -11,7 +11,8 @@ Example (`examples/causal_tracing.py` runs it on the shipped facts model)::
     trace = jv.causal_trace(model, {"input_ids": ids}, subject=[1, 2, 3], target=token_id,
                             key=jax.random.key(0))
     trace.scores["mlp_output"].shape       # (layers, positions)
-    trace.save_heatmaps("out/", tokens)
+    trace.plot(tokenizer=tokenizer)        # a matplotlib Figure, one panel per component
+    trace.save_heatmaps("out/", tokenizer=tokenizer)  # one PNG per component
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -26,7 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..adapters._adapt import layer_stack
+from ._plotting import plot_grid, save_figure
 from ._sweep import sweep
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["causal_trace", "CausalTrace", "embedding_noise_scale"]
 
@@ -44,6 +50,8 @@ class CausalTrace:
     scores: dict = field(default_factory=dict)  # component -> (layers, positions)
     subject: tuple = ()
     windows: dict = field(default_factory=dict)
+    target: int | None = None  # the token id whose probability is measured
+    input_ids: tuple = ()  # the prompt's token ids
 
     def indirect_effect(self, component: str) -> np.ndarray:
         """How much restoring recovers: `score - corrupted`, per (layer, position)."""
@@ -54,37 +62,96 @@ class CausalTrace:
         rows = [(c, int(l), int(p), float(s[l, p])) for c, s in self.scores.items() for l, p in np.ndindex(*s.shape)]
         return sorted(rows, key=lambda r: -r[3])[:k]
 
-    def save_heatmaps(self, out_dir: str, tokens: Sequence[str] | None = None) -> list[str]:
-        """One PNG per component (ROME's layout: positions down, layers across)."""
-        import matplotlib
+    def plot(
+        self,
+        tokens: Sequence[str] | None = None,
+        *,
+        tokenizer=None,
+        target: str | None = None,
+        components: Sequence[str] | None = None,
+        shared_scale: bool = True,
+        vmin: float | None = None,
+        vmax: float | None = None,
+        dpi: float = 100,
+    ) -> Figure:
+        """ROME's picture: one panel per component, the prompt's tokens down (the subject's
+        marked `*`), the restored layer across, colour = p(target); one colour scale for every
+        panel unless `shared_scale=False` (`vmin`/`vmax` fix its ends). Returns a matplotlib
+        `Figure` (see :func:`jaxvene.analysis.plot_grid`); nothing touches pyplot or the backend.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        Token strings come from `tokens`, or from `tokenizer` (decoding the prompt and the
+        target); `target` names the target token (default: decoded, else its id).
+        """
+        components = list(self.scores) if components is None else list(components)
+        positions = next(iter(self.scores.values())).shape[1]
+        ids = list(self.input_ids)
+        if tokens is None and tokenizer is not None and len(ids) == positions:
+            tokens = [_decode(tokenizer, [i]) for i in ids]
+        if target is None and self.target is not None and tokenizer is not None:
+            target = _decode(tokenizer, [self.target])
+        name = repr(target) if target is not None else (f"token {self.target}" if self.target is not None else "target")
+        p = f"p({name})"
+        prompt = f" of {_decode(tokenizer, ids)!r} -> {name}" if tokenizer is not None and ids else ""
+        title = (
+            f"Causal trace{prompt}\n{p} with one clean activation restored: "
+            f"clean run {self.clean:.3f}, subject noised {self.corrupted:.3f}"
+        )
+        tables = {}
+        for c in components:
+            window = self.windows.get(c, 1)
+            tables[c + (f" (window {window})" if window > 1 else "")] = self.scores[c].T
+        if shared_scale:
+            lo, hi = self._range(components)
+            vmin, vmax = lo if vmin is None else vmin, hi if vmax is None else vmax
+        return plot_grid(
+            tables,
+            row_label="token" if tokens is not None else "position",
+            column_label="restored layer",
+            rows=tokens,
+            title=title,
+            colorbar_label=p,
+            cmap=[_COLOURS.get(c, "Blues") for c in components],
+            shared_scale=shared_scale,
+            vmin=vmin,
+            vmax=vmax,
+            marked_rows=self.subject,
+            note="* subject token (its embedding is noised)",
+            dpi=dpi,
+        )
 
-        os.makedirs(out_dir, exist_ok=True)
+    def save_heatmaps(
+        self,
+        out_dir: str,
+        tokens: Sequence[str] | None = None,
+        *,
+        tokenizer=None,
+        target: str | None = None,
+        shared_scale: bool = True,
+        dpi: float = 100,
+    ) -> list[str]:
+        """One PNG per component, `causal_trace_{component}.png` (see :meth:`plot`; with
+        `shared_scale` every file has the same colour scale). Returns the paths."""
+        lo, hi = self._range(list(self.scores)) if shared_scale else (None, None)
         paths = []
-        colours = {"block_output": "Purples", "mlp_output": "Greens", "attention_output": "Reds"}
-        for component, scores in self.scores.items():
-            layers, positions = scores.shape
-            labels = list(tokens) if tokens is not None else [str(p) for p in range(positions)]
-            labels = [f"{t}*" if p in self.subject else t for p, t in enumerate(labels)]
-            fig, ax = plt.subplots(figsize=(1.2 + 0.32 * layers, 0.9 + 0.32 * positions))
-            im = ax.pcolormesh(scores.T, cmap=colours.get(component, "Blues"), vmin=self.corrupted)
-            ax.invert_yaxis()
-            ax.set_yticks(np.arange(positions) + 0.5)
-            ax.set_yticklabels(labels)
-            ax.set_xticks(np.arange(0, layers, max(1, layers // 8)) + 0.5)
-            ax.set_xticklabels(range(0, layers, max(1, layers // 8)))  # type: ignore[arg-type]  # labels are str()-ed
-            window = self.windows.get(component, 1)
-            ax.set_xlabel(f"restored {component}" + (f" (window {window})" if window > 1 else "") + ", layer")
-            ax.set_title(f"p(target): clean {self.clean:.3f}, corrupted {self.corrupted:.3f}", fontsize=9)
-            fig.colorbar(im, ax=ax)
-            fig.tight_layout()
-            path = os.path.join(out_dir, f"causal_trace_{component}.png")
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+        for c in self.scores:
+            fig = self.plot(tokens, tokenizer=tokenizer, target=target, components=[c], vmin=lo, vmax=hi, dpi=dpi)
+            paths.append(save_figure(fig, os.path.join(out_dir, f"causal_trace_{c}.png")))
         return paths
+
+    def _range(self, components) -> tuple[float, float]:
+        """The colour scale's ends: every score of `components`, the clean and corrupted runs."""
+        every = np.concatenate([self.scores[c].ravel() for c in components] + [np.array([self.clean, self.corrupted])])
+        return float(every.min()), float(every.max())
+
+
+_COLOURS = {"block_output": "Purples", "mlp_output": "Greens", "attention_output": "Reds"}
+
+
+def _decode(tokenizer, ids) -> str:
+    ids = [int(i) for i in ids]
+    if hasattr(tokenizer, "decode"):
+        return str(tokenizer.decode(ids, skip_special_tokens=len(ids) > 1))  # the prompt without [BOS]
+    return "".join(tokenizer.convert_ids_to_tokens(ids))
 
 
 class TokenProbability(eqx.Module):
@@ -197,4 +264,5 @@ def causal_trace(
             params=params,
         )
         scores[component] = table.mean(axis=-1)
-    return CausalTrace(clean_p, corrupted_p, scores, subject, {c: windows.get(c, 1) for c in components})
+    windows_used = {c: windows.get(c, 1) for c in components}
+    return CausalTrace(clean_p, corrupted_p, scores, subject, windows_used, int(target), tuple(ids[0].tolist()))
