@@ -1,6 +1,6 @@
 """Activation patching on the factual-recall GPT-2: which activations carry the answer?
 
-    python examples/activation_patching.py [--pairs 8]
+    python examples/activation_patching.py [--pairs 8] [--out jaxvene-output/activation_patching]
 
 Two prompts with the same relation and subjects of the same length but different answers:
 "The Ulmar Harbor is in the city of" -> Rome (clean) and "The Tarsk Tower is in the city of"
@@ -14,6 +14,7 @@ cell gives the same number.
 """
 
 import argparse
+import os
 
 import numpy as np
 
@@ -67,7 +68,20 @@ def one_cell_with_pyvene_interface(model, tokenizer, clean, corrupted, layer, po
     return float(logits[good] - logits[bad]), tokenizer.convert_ids_to_tokens(int(logits.argmax()))
 
 
-def main(n_pairs: int = 8):
+def save_picture(mean, tokens, n_pairs, out):
+    """The (layers, positions) table: layers down, the corrupted prompt's tokens across."""
+    fig = jv.analysis.plot_grid(
+        mean,
+        row_label="layer",
+        columns=tokens,
+        column_label="position (first pair's corrupted prompt)",
+        colorbar_label="share of the clean logit difference restored",
+        title=f"block_output patched from the clean run into the corrupted run, mean over {n_pairs} pairs",
+    )
+    return jv.analysis.save_figure(fig, os.path.join(out, "block_output_patching.png"))
+
+
+def main(n_pairs: int = 8, out: str | None = None):
     model, tokenizer = load_facts_model()
     chosen = pairs(facts(), n_pairs)
     tables = [normalised_table(model, tokenizer, a, b) for a, b in chosen]
@@ -85,10 +99,14 @@ def main(n_pairs: int = 8):
         f"pyvene-style call, layer 0 at the subject's last token: the model now answers {top!r} "
         f"(logit difference {diff:.2f})"
     )
+    if out is not None:
+        print("heatmap:", save_picture(mean, tokens, len(chosen), out))
     return {"mean": mean, "pairs": chosen, "tables": tables}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
-    main(ap.parse_args().pairs)
+    ap.add_argument("--out", default="jaxvene-output/activation_patching", help="folder for the picture")
+    args = ap.parse_args()
+    main(args.pairs, out=args.out)

@@ -65,7 +65,7 @@ def main(n_facts: int = 24, out: str = "jaxvene-output/causal_tracing"):
     print(f"{fact['prompt']!r} -> {fact['answer']!r}: clean p {trace.clean:.3f}, corrupted p {trace.corrupted:.3f}")
     for component, layer, pos, score in trace.top_sites(5):
         print(f"  restore {component:<17} layer {layer} at {pos} {tokens[pos]!r:<10} -> p {score:.3f}")
-    print("heatmaps:", ", ".join(trace.save_heatmaps(out, tokens)))
+    print("heatmaps:", ", ".join(trace.save_heatmaps(out, tokenizer=tokenizer)))
 
     chosen = all_facts[:: max(1, len(all_facts) // n_facts)][:n_facts]
     mean = average_mlp_restoration(model, tokenizer, chosen)

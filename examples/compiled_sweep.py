@@ -1,6 +1,6 @@
 """A sweep over every layer, head and position compiled as one program.
 
-    python examples/compiled_sweep.py [--pairs 16]
+    python examples/compiled_sweep.py [--pairs 16] [--out jaxvene-output/compiled_sweep]
 
 Activation patching of every attention head at every position (`head_attention_value_output`,
 unit "h.pos") of the factual-recall GPT-2, for a batch of (clean, corrupted) prompt pairs: 4
@@ -12,6 +12,7 @@ batch of pairs with the same shapes reuses the program (idle 2-core CPU: 1.95 s 
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -55,7 +56,22 @@ def head_sweep(model, clean, corrupted, good, bad):
     )
 
 
-def main(n_pairs: int = 16, loop_cells: int = 8):
+def save_picture(change, tokens, n_pairs, out):
+    """The (layers, heads, positions) table as one panel per layer: heads down, tokens across."""
+    fig = jv.analysis.plot_grid(
+        change,
+        panel_label="layer",
+        row_label="head",
+        columns=tokens,
+        column_label="position (first pair's corrupted prompt)",
+        colorbar_label="change in logit difference",
+        title=f"Each head's clean output (head_attention_value_output) patched into the corrupted run, "
+        f"mean over {n_pairs} pairs",
+    )
+    return jv.analysis.save_figure(fig, os.path.join(out, "head_sweep.png"))
+
+
+def main(n_pairs: int = 16, loop_cells: int = 8, out: str | None = None):
     model, tokenizer = load_facts_model()
     all_facts = facts()
     clean, corrupted, good, bad = batch_of_pairs(tokenizer, all_facts, n_pairs)
@@ -103,10 +119,14 @@ def main(n_pairs: int = 16, loop_cells: int = 8):
             f"  layer {layer} head {head} at position {pos} ({tokens[pos]!r} in the first pair): "
             f"{mean[layer, head, pos]:+.2f}"
         )
+    if out is not None:
+        print("heatmap:", save_picture(mean, tokens, n_pairs, out))
     return {"table": table, "inputs": (clean, corrupted, good, bad), "first_s": first, "second_s": second}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=16)
-    main(ap.parse_args().pairs)
+    ap.add_argument("--out", default="jaxvene-output/compiled_sweep", help="folder for the picture")
+    args = ap.parse_args()
+    main(args.pairs, out=args.out)

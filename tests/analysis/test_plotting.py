@@ -1,6 +1,7 @@
 """Heatmaps: labelled axes, token tick labels, a named colour bar, a shared scale, a readable
 size, and no change to matplotlib's backend or pyplot's figures."""
 
+import importlib.util
 import pathlib
 import sys
 
@@ -13,6 +14,7 @@ from PIL import Image
 import jaxvene as jv
 
 TOKENS = ["<s>", "The", "Eiffel", "Tower", "is", "in"]
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def _ticks(labels):
@@ -140,6 +142,21 @@ def test_save_heatmaps_writes_one_readable_png_per_component_on_one_scale(
     clims = {ax.images[0].get_clim() for fig in figures for ax in fig.axes if ax.images}
     assert len(clims) == 1  # the three files share a colour scale
     assert "p(token 3)" in figures[0].get_suptitle()  # no tokenizer: the target's id
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_examples_pictures(tmp_path, no_backend_switch):
+    tokens = ["[BOS]", "The", "Tarsk", "Tower", "is", "in", "the", "city", "of"]
+    path = _example("activation_patching").save_picture(np.eye(4, 9), tokens, 3, str(tmp_path))
+    assert Image.open(path).size[0] >= 800
+    path = _example("compiled_sweep").save_picture(np.zeros((4, 4, 9)), tokens, 3, str(tmp_path))
+    assert Image.open(path).size[0] >= 800
 
 
 def test_a_notebook_shows_the_figure_without_pyplot(no_backend_switch):
