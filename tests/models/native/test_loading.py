@@ -128,13 +128,7 @@ def test_unimplemented_config_value(tmp_path):
 @pytest.mark.parametrize(
     "name,edit",
     [
-        pytest.param(
-            "gemma3_text",
-            {"use_bidirectional_attention": True},
-            marks=pytest.mark.xfail(
-                strict=True, raises=AssertionError, reason="read and ignored: attention stays causal"
-            ),
-        ),
+        ("gemma3_text", {"use_bidirectional_attention": True}),
     ],
 )
 def test_implemented_or_refused(name, edit, tmp_path):

@@ -205,24 +205,14 @@ def test_bfloat16_load(name):
 # ------------------------------------------------------------------------------ config values
 _YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
 
-# jaxvene.models.decoder._hf._Raw reads an explicit null in config.json as HF's class default
-_NULL_IS_DEFAULT = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="a null in config.json reads as HF's class default (_hf._Raw)"
-)
-_GEMMA3_SOFTCAP = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="jaxvene applies Gemma 3's attn_logit_softcapping; HF's Gemma3Attention stores it but never passes it on",
-)
-
 
 @pytest.mark.parametrize(
     "name,edit",
     [
         # null switches a softcap off (HF's class defaults are 30 and 50)
-        pytest.param("gemma2", {"final_logit_softcapping": None}, marks=_NULL_IS_DEFAULT),
-        pytest.param("gemma2", {"attn_logit_softcapping": None}, marks=_NULL_IS_DEFAULT),
-        pytest.param("gemma3_text", {"attn_logit_softcapping": 5.0}, marks=_GEMMA3_SOFTCAP),
+        ("gemma2", {"final_logit_softcapping": None}),
+        ("gemma2", {"attn_logit_softcapping": None}),
+        ("gemma3_text", {"attn_logit_softcapping": 5.0}),
         ("gemma3_text", {"final_logit_softcapping": 3.0}),
         (
             "qwen2",
@@ -249,7 +239,6 @@ def test_config_variant_matches_torch(name, edit, tmp_path):
     assert_close(out[1], ref[1], what=f"{name} {edit}")
 
 
-@_NULL_IS_DEFAULT
 def test_null_sliding_window_means_no_window(tmp_path):
     """Mistral's `"sliding_window": null` (Mistral 7B v0.2 on) means full attention, not HF's
     class default of 4096: logits past position 4096 of a 4100-token input equal torch's."""
