@@ -31,6 +31,11 @@ from . import patching as patching
 from . import training as training
 from ._facade._intervenable import IntervenableModel as IntervenableModel
 from ._facade._intervenable import IntervenableModelOutput as IntervenableModelOutput
+from ._facade._intervenable import InterventionHandle as InterventionHandle
+from ._facade._pyvene_utils import embed_to_distrib as embed_to_distrib
+from ._facade._pyvene_utils import format_token as format_token
+from ._facade._pyvene_utils import set_seed as set_seed
+from ._facade._pyvene_utils import top_vals as top_vals
 from ._facade._saving import load_pyvene_intervention as load_pyvene_intervention
 from ._facade._saving import register_intervention as register_intervention
 from .adapters import FlaxModuleAdapter as FlaxModuleAdapter
@@ -82,6 +87,7 @@ from .models import MLPForClassification as MLPForClassification
 from .models import NativeDecoder as NativeDecoder
 from .models import from_pretrained as from_pretrained
 from .models import load_tokenizer as load_tokenizer
+from .models.mlp import create_mlp_classifier as create_mlp_classifier
 from .training import CausalModel as CausalModel
 
 __version__ = "0.1.0"

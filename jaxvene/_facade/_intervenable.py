@@ -9,7 +9,8 @@ of input shape or of which arguments are `None` compiles a new one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -30,9 +31,10 @@ from ..core._plan import Placement, Plan, build_plan
 from ..core._protocols import CachedDecoder, require
 from ..core._run import run
 from ..interventions._basic import Intervention
+from . import _pyvene_utils
 from ._saving import read_save, restore_interventions, save_intervenable
 
-__all__ = ["IntervenableModel", "IntervenableModelOutput"]
+__all__ = ["IntervenableModel", "IntervenableModelOutput", "InterventionHandle", "InterventionsView"]
 
 
 @dataclasses.dataclass
@@ -42,6 +44,121 @@ class IntervenableModelOutput:
     original_outputs: Any = None
     intervened_outputs: Any = None
     collected_activations: Any = None
+
+
+class InterventionHandle:
+    """What `model.interventions[key]` gives: the intervention stored in `model`, live.
+
+    Interventions are immutable Equinox modules, so pyvene's in-place calls return a new module;
+    on a handle they also write it back: `handle.set_temperature(0.1)` (any `set_*` method that
+    returns an intervention) replaces the stored intervention, which the next call and the next
+    training use, and returns the new module. Everything else is read from the stored
+    intervention as it is now (`handle.rotation`, `handle(base, source)`, `isinstance(handle,
+    jv.RotatedSpaceIntervention)`); `handle.module` is the module itself, and JAX's tree
+    functions see that module. Linked representations share one handle. Assigning an attribute
+    raises an error that says what to write.
+    """
+
+    __slots__ = ("_owner", "_slot")
+
+    def __init__(self, owner: IntervenableModel, slot: int):
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_slot", slot)
+
+    @property
+    def module(self) -> Intervention:
+        """The stored intervention (an Equinox module)."""
+        return self._owner._slots[self._slot]
+
+    @property  # type: ignore[misc]
+    def __class__(self):  # isinstance(handle, SomeIntervention) reads the stored module's class
+        return type(self.module)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_owner", "_slot"):  # copy/pickle protocols: the handle's own
+            raise AttributeError(name)
+        value = getattr(self.module, name)
+        if name.startswith("set_") and callable(value):
+            return _WriteBack(self, name, value)
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(
+            f"interventions are immutable Equinox modules: cannot assign {name!r}. Use a set_* method "
+            "on model.interventions[key] (it writes back), model.set_temperature(t), or build a new "
+            "module (eqx.tree_at) and store it with model.interventions[key] = new"
+        )
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def __reduce__(self):  # copy.deepcopy(model) gives handles of the copy
+        return (InterventionHandle, (self._owner, self._slot))
+
+    def __getitem__(self, index):
+        if index == 0:  # pyvene before 0.1.8 stored (intervention, hook) pairs
+            return self
+        raise TypeError(
+            "model.interventions[key] is the intervention itself (pyvene 0.1.8's form); there are no "
+            "hooks in jaxvene: use model.interventions[key], or model.interventions[key][0] for older code"
+        )
+
+    def __dir__(self):
+        return sorted(set(dir(self.module)) | {"module"})
+
+    def __repr__(self) -> str:
+        return repr(self.module)
+
+
+class _WriteBack:
+    """A handle's `set_*` method: calls the module's and stores the new module it returns."""
+
+    def __init__(self, handle: InterventionHandle, name: str, method: Callable):
+        self.handle, self.name, self.method = handle, name, method
+
+    def __call__(self, *args, **kwargs):
+        new = self.method(*args, **kwargs)
+        if isinstance(new, Intervention):
+            self.handle._owner._replace_slot(self.handle._slot, new)
+        return new
+
+    def __repr__(self) -> str:
+        return f"<{self.name} of the stored {type(self.handle.module).__name__}, writing back>"
+
+
+jax.tree_util.register_pytree_node(InterventionHandle, lambda h: ((h.module,), None), lambda _, children: children[0])
+
+
+class InterventionsView(Mapping):
+    """`model.interventions`: pyvene's key -> intervention mapping, as live
+    :class:`InterventionHandle` objects in `model.sorted_keys` order. `view[key] = new`
+    replaces the stored intervention (for linked keys, the one they share)."""
+
+    def __init__(self, owner: IntervenableModel):
+        self._owner = owner
+
+    def _slot(self, key: str) -> int:
+        owner = self._owner
+        try:
+            index = owner.sorted_keys.index(key)
+        except ValueError:
+            raise KeyError(f"no intervention {key!r}; the keys are {owner.sorted_keys}") from None
+        return owner._plan.placements[index].slot
+
+    def __getitem__(self, key: str) -> InterventionHandle:
+        return self._owner._handle(self._slot(key))
+
+    def __setitem__(self, key: str, value) -> None:
+        self._owner._replace_slot(self._slot(key), value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._owner.sorted_keys)
+
+    def __len__(self) -> int:
+        return len(self._owner.sorted_keys)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {type(v.module).__name__}" for k, v in self.items()) + "}"
 
 
 def _as_config(config) -> IntervenableConfig:
@@ -81,12 +198,28 @@ class IntervenableModel:
         self.representations = dict(zip(self.sorted_keys, self.config.representations))
         self._slots = list(built.interventions)
         self._plan = built.plan
-        self.interventions: dict[str, Intervention] = {
-            key: self._slots[p.slot] for key, p in zip(self.sorted_keys, self._plan.placements)
-        }
+        self._handles: dict[int, InterventionHandle] = {}
         self._compiled: Callable | None = None
         self._plain: Callable | None = None
         self.trace_count = 0  # how many times the intervened program was traced (compiled)
+
+    # ------------------------------------------------------------------ interventions
+    @property
+    def interventions(self) -> InterventionsView:
+        """pyvene's `interventions`: key -> the stored intervention, as live handles whose
+        `set_*` calls write back (see :class:`InterventionHandle`)."""
+        return InterventionsView(self)
+
+    def _handle(self, slot: int) -> InterventionHandle:
+        if slot not in self._handles:
+            self._handles[slot] = InterventionHandle(self, slot)
+        return self._handles[slot]
+
+    def _replace_slot(self, slot: int, new) -> None:
+        new = new.module if isinstance(new, InterventionHandle) else new
+        if not isinstance(new, Intervention):
+            raise TypeError(f"an intervention must be a jaxvene Intervention, got {type(new).__name__}")
+        self._slots[slot] = new
 
     # ------------------------------------------------------------------ pure-core access
     def plan(self) -> Plan:
@@ -99,12 +232,10 @@ class IntervenableModel:
 
     def set_intervention_params(self, interventions) -> None:
         """Install trained interventions (same structure as :meth:`intervention_params`)."""
-        interventions = tuple(interventions)
+        interventions = tuple(iv.module if isinstance(iv, InterventionHandle) else iv for iv in interventions)
         if len(interventions) != len(self._slots):
             raise ValueError(f"expected {len(self._slots)} interventions, got {len(interventions)}")
         self._slots = list(interventions)
-        for key, p in zip(self.sorted_keys, self._plan.placements):
-            self.interventions[key] = self._slots[p.slot]
 
     def _program(self):
         if self._compiled is None:
@@ -397,7 +528,17 @@ class IntervenableModel:
     # ------------------------------------------------------------------ saving
     def save(self, save_directory: str) -> None:
         """Config as JSON and intervention weights as safetensors (atomic writes, no pickle)."""
-        save_intervenable(self, save_directory)
+        stored = {key: self._slots[p.slot] for key, p in zip(self.sorted_keys, self._plan.placements)}
+        view = types.SimpleNamespace(  # what saving reads, with the modules themselves (not handles)
+            mode=self.mode,
+            config=self.config,
+            sorted_keys=self.sorted_keys,
+            interventions=stored,
+            plan=self.plan,
+            intervention_params=self.intervention_params,
+            adapter=self.adapter,
+        )
+        save_intervenable(view, save_directory)
 
     @staticmethod
     def load(load_directory: str, model) -> IntervenableModel:
@@ -425,11 +566,141 @@ class IntervenableModel:
             count += sum(int(np.prod(x.shape)) for x in model_arrays)
         return count
 
+    def set_temperature(self, temp) -> None:
+        """pyvene's `set_temperature`: every stored intervention that has a temperature
+        (Boundless, SigmoidMask and SigmoidMaskRotated; pyvene skips the last) gets `temp`
+        (a number or a scalar array) for the next call and the next training. In place, like
+        pyvene's: temperatures are data, so nothing recompiles."""
+        self._slots = list(_pyvene_utils.set_temperatures(self._slots, temp))
+
+    def disable_model_gradients(self) -> None:
+        """pyvene's `disable_model_gradients`, a no-op: JAX computes no gradient for the model's
+        params unless asked to, and jaxvene's training differentiates the interventions only. The
+        wrapped model is not changed (pyvene switches it to eval mode and freezes it)."""
+        return None
+
+    def enable_model_gradients(self) -> None:
+        """pyvene trains the model's params with the interventions after this call; jaxvene's
+        training never does, so this raises an error that says what to write instead."""
+        raise NotImplementedError(
+            "jaxvene trains what you differentiate: jv.training trains the interventions only. To train "
+            "the model's params too, differentiate jaxvene.core.run(adapter, plan, params, interventions, "
+            "...) with respect to params (model.adapter.params) with jax.grad and optax"
+        )
+
+    def train(self, mode: bool = True) -> None:
+        """pyvene's `train()` turns on the wrapped model's dropout; jaxvene always runs the model
+        deterministically (pyvene's eval mode), so `train(True)` raises and `train(False)` does
+        nothing."""
+        if mode:
+            raise NotImplementedError(
+                "jaxvene runs the wrapped model deterministically (dropout off, pyvene's eval mode) and "
+                "has no train mode: delete the call (training interventions needs none)"
+            )
+
+    def eval(self) -> None:
+        """pyvene's `eval()`: nothing to do, the model always runs deterministically."""
+        return None
+
+    def set_device(self, device, set_model: bool = True) -> None:
+        """pyvene's `set_device`: move the interventions' arrays (and the model's params, with
+        `set_model`) to `device` with `jax.device_put`.
+
+        JAX already puts new arrays on its default device (the accelerator when there is one), so
+        a ported `set_device("cuda")` can simply go. `device` is a `jax.Device`, or pyvene's
+        names: `"cpu"`, `"cuda"` (or `"gpu"`), `"tpu"`, with `":N"` for the N-th; an int (the
+        N-th GPU, as in torch) or a `torch.device`. A platform JAX does not have raises. The
+        model's params are replaced on the model (`model.params`, for HF Flax models and
+        `jv.NativeDecoder`); for a model whose adapter holds its own params this raises: put
+        them with `jax.device_put` before wrapping, or pass `set_model=False`.
+        """
+        target = _jax_device(device)
+        if set_model:
+            params = _put(self.adapter.params, target)
+            holder = self.model
+            if not hasattr(holder, "params"):
+                raise TypeError(_SET_MODEL_ERROR.format(type(self.model).__name__))
+            old = holder.params
+            holder.params = params
+            if not _same_leaves(self.adapter.params, params):
+                holder.params = old
+                raise TypeError(_SET_MODEL_ERROR.format(type(self.model).__name__))
+        self._slots = [_put(iv, target) for iv in self._slots]
+
+    def get_device(self):
+        """pyvene's `get_device`: the `jax.Device` that holds the model's params (an error when
+        they are spread over several)."""
+        leaves = [x for x in jax.tree_util.tree_leaves(self.adapter.params) if isinstance(x, jax.Array)]
+        devices = set().union(*(x.devices() for x in leaves)) if leaves else {jax.devices()[0]}
+        if len(devices) != 1:
+            raise ValueError(
+                f"the model's params are spread over {len(devices)} devices; read an array's .sharding instead"
+            )
+        return devices.pop()
+
+    def train_alignment(self, train_dataloader, compute_loss, compute_metrics=None, inputs_collator=None, **kwargs):
+        """pyvene's built-in DAS loop over pyvene-style batches; see
+        :func:`jaxvene._facade._pyvene_utils.train_alignment` (`compute_loss` must be JAX
+        code). Returns the loss of every batch. jaxvene's own form:
+        `jv.training.make_batch` + `jv.training.train_interventions`."""
+        return _pyvene_utils.train_alignment(
+            self, train_dataloader, compute_loss, compute_metrics, inputs_collator, **kwargs
+        )
+
+    def eval_alignment(self, eval_dataloader, compute_metrics, inputs_collator=None, **kwargs):
+        """pyvene's evaluation over pyvene-style batches: `compute_metrics([logits], [labels])`
+        averaged with the batch sizes as weights (see
+        :func:`jaxvene._facade._pyvene_utils.eval_alignment`). jaxvene's own IIA:
+        `jv.training.evaluate_iia`."""
+        if kwargs:
+            raise TypeError(f"eval_alignment got unknown arguments {sorted(kwargs)}")
+        return _pyvene_utils.eval_alignment(self, eval_dataloader, compute_metrics, inputs_collator)
+
     def __repr__(self) -> str:
         lines = [f"IntervenableModel({type(self.model).__name__}, mode={self.mode!r})"]
-        for key, iv in self.interventions.items():
-            lines.append(f"  {key}: {type(iv).__name__}")
+        for key, p in zip(self.sorted_keys, self._plan.placements):
+            lines.append(f"  {key}: {type(self._slots[p.slot]).__name__}")
         return "\n".join(lines)
+
+
+_SET_MODEL_ERROR = (
+    "set_device(..., set_model=True) cannot replace the params of this {}: its adapter holds its own "
+    "copy. Put them on the device with jax.device_put before wrapping the model, or pass set_model=False"
+)
+
+
+def _jax_device(device) -> jax.Device:
+    """A `jax.Device` from a device, "cuda:1"-style names, an int or a `torch.device`."""
+    if isinstance(device, jax.Device):
+        return device
+    if isinstance(device, int):
+        platform, index = "gpu", device
+    else:
+        if hasattr(device, "type") and hasattr(device, "index"):  # a torch.device
+            device = device.type if device.index is None else f"{device.type}:{device.index}"
+        name, _, number = str(device).partition(":")
+        platform = {"cuda": "gpu", "rocm": "gpu"}.get(name, name)
+        index = int(number) if number else 0
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        available = sorted({d.platform for d in jax.devices()})
+        raise ValueError(
+            f"no {device!r} device: JAX has {available} here. JAX already puts arrays on its default "
+            f"device ({jax.devices()[0]}), so a ported set_device call can simply go"
+        ) from None
+    if not 0 <= index < len(devices):
+        raise ValueError(f"device {device!r}: JAX has {len(devices)} {platform} devices (0..{len(devices) - 1})")
+    return devices[index]
+
+
+def _put(tree, device):
+    return jax.tree_util.tree_map(lambda x: jax.device_put(x, device) if isinstance(x, jax.Array) else x, tree)
+
+
+def _same_leaves(a, b) -> bool:
+    left, right = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(left) == len(right) and all(x is y for x, y in zip(left, right))
 
 
 def _side_len(pair) -> int | None:
