@@ -159,24 +159,20 @@ def main(
 
     picture = None
     if out:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        os.makedirs(out, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * T, 1.5 + 0.5 * L))
-        image = ax.imshow(restored, cmap="Purples", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(T), tokens, rotation=45, ha="right")
-        ax.set_yticks(range(L))
-        ax.set_xlabel("patched token")
-        ax.set_ylabel("layer")
-        ax.set_title(f"block_output patching: clean prediction {decode(tokenizer, [target])!r} restored")
-        fig.colorbar(image, label="fraction restored")
-        fig.tight_layout()
-        picture = os.path.abspath(os.path.join(out, "native_block_output_patching.png"))
-        fig.savefig(picture, dpi=120)
-        plt.close(fig)
+        figure = jv.analysis.plot_grid(
+            restored,
+            row_label="layer",
+            column_label="patched token",
+            columns=tokens,
+            title=f"block_output patching: how much of the clean prediction {decode(tokenizer, [target])!r} returns",
+            colorbar_label="fraction restored",
+            cmap="Purples",
+            vmin=0.0,
+            vmax=1.0,
+        )
+        picture = os.path.abspath(
+            jv.analysis.save_figure(figure, os.path.join(out, "native_block_output_patching.png"))
+        )
         print(f"heatmap: {picture}")
     return {"restored": restored, "attention": attention, "continuation": np.asarray(continuation), "picture": picture}
 
