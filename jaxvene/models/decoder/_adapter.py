@@ -139,6 +139,12 @@ class DecoderAdapter:
                     return self.apply(params, self.prepare({"input_ids": jnp.zeros((1, 4), jnp.int32)}))
 
             jax.eval_shape(run, self.params)
+            # the attention probabilities' width per head is the key length, which depends on the
+            # input: give it as the longest, as pyvene sizes attention_weight (max_position_embeddings)
+            probs = _tap(COMPONENTS["attention_weight"])
+            if probs in seen:
+                longest = int(self.config.max_position_embeddings or seen[probs][-1] // self.config.num_attention_heads)
+                seen[probs] = (*seen[probs][:-1], self.config.num_attention_heads * longest)
             self._shapes.update(seen)
         return {t: self._shapes[t] for t in taps if t in self._shapes}
 

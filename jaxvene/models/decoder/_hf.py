@@ -26,7 +26,7 @@ _HARMLESS = frozenset(
     hidden_dropout _name_or_path name_or_path output_attentions output_hidden_states return_dict
     attn_implementation _attn_implementation tokenizer_class pretraining_tp is_decoder
     tie_encoder_decoder chunk_size_feed_forward problem_type id2label label2id model_type
-    cache_implementation image_token_index boi_token_index eoi_token_index
+    cache_implementation image_token_index boi_token_index eoi_token_index use_bidirectional_attention
     rope_theta rope_scaling rope_parameters partial_rotary_factor max_position_embeddings
     original_max_position_embeddings layer_types sliding_window_pattern _sliding_window_pattern
     use_sliding_window max_window_layers sliding_window head_dim num_key_value_heads
