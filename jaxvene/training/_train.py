@@ -54,6 +54,10 @@ class TrainState(NamedTuple):
     trainable: object  # the trained arrays of the interventions (eqx.partition's first half)
     opt_state: object
     step: jax.Array
+    #: the rest of the interventions (eqx.partition's second half: temperatures, frozen fields),
+    #: data of the step, so a temperature set between steps is the one the next step uses;
+    #: None: the interventions as `make_train_step` found them
+    frozen: object = None
 
 
 def trainable_filter(interventions) -> tuple:
@@ -157,8 +161,8 @@ def make_train_step(
     interventions = model.intervention_params()
     trainable, static = eqx.partition(interventions, trainable_filter(interventions))
 
-    def loss(trainable, batch, params):
-        ivs = eqx.combine(trainable, static)
+    def loss(trainable, frozen, batch, params):
+        ivs = eqx.combine(trainable, static if frozen is None else frozen)
         outputs, _ = run(
             adapter,
             plan,
@@ -178,15 +182,16 @@ def make_train_step(
 
     @eqx.filter_jit
     def step(state: TrainState, batch, params):
-        value, grads = jax.value_and_grad(loss)(state.trainable, batch, params)
+        value, grads = jax.value_and_grad(loss)(state.trainable, state.frozen, batch, params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
-        return TrainState(optax.apply_updates(state.trainable, updates), opt_state, state.step + 1), value
+        new = optax.apply_updates(state.trainable, updates)
+        return TrainState(new, opt_state, state.step + 1, state.frozen), value
 
     def init() -> TrainState:
-        return TrainState(trainable, optimizer.init(trainable), jnp.zeros((), jnp.int32))
+        return TrainState(trainable, optimizer.init(trainable), jnp.zeros((), jnp.int32), static)
 
     def interventions_of(state: TrainState):
-        return eqx.combine(state.trainable, static)
+        return eqx.combine(state.trainable, static if state.frozen is None else state.frozen)
 
     return Trainer(init, step, interventions_of)
 
@@ -229,8 +234,8 @@ def train_interventions(
             losses.append(float(value))
             if on_step is not None:
                 ivs = on_step(int(state.step), interventions_of(state))
-                trainable, _ = eqx.partition(ivs, trainable_filter(ivs))
-                state = state._replace(trainable=trainable)
+                trainable, frozen = eqx.partition(ivs, trainable_filter(ivs))
+                state = state._replace(trainable=trainable, frozen=frozen)  # a new temperature is used
             if bar is not None:
                 bar.update(1, loss=value)  # the loss is read only when the bar redraws
     if bar is not None:
