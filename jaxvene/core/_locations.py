@@ -13,6 +13,10 @@ wrong answer. Each check names the value, the limit and what to do.
 * shortcuts: an int `p` (position p everywhere), a tuple `(a, b)` (source position a into base
   position b), `(None, b)` / `(a, None)`, a flat list of positions (all of them, everywhere).
 
+Wherever a nested list of ints is accepted, an integer NumPy or JAX array of the same nesting is
+accepted too (it is read as that list; tuples stay pairs). Locations and subspaces must be
+integers: a float (`2.0` as much as `2.5`) or a bool is refused, never truncated.
+
 Deliberate difference from pyvene: a bare *list* of exactly two ints is rejected. pyvene reads
 `[3, 5]` as "source 3 -> base 5" but `[1, 2, 3]` as "positions 1, 2, 3", a trap its own
 tutorials fell into; write `(3, 5)` or `[[[3, 5]] * B]` to say which one you mean.
@@ -23,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+import jax
 import numpy as np
 
 __all__ = ["broadcast_unit_locations", "locations_to_arrays", "broadcast_subspaces", "broadcast_sources"]
@@ -33,11 +38,43 @@ def _is_int(x) -> bool:
 
 
 def _depth(x) -> int:
-    d = 0
-    while isinstance(x, (list, tuple, np.ndarray)) and len(x) > 0:
-        x = x[0]
-        d += 1
-    return d
+    """Nesting depth, the deepest entry's (pyvene's `get_list_depth`): `[None, [[1]]]` is 3."""
+    if isinstance(x, np.ndarray):
+        return x.ndim
+    if isinstance(x, (list, tuple)):
+        return 1 + max((_depth(v) for v in x), default=0)
+    return 0
+
+
+def as_lists(value, what: str):
+    """`value` with integer NumPy/JAX arrays turned into nested lists of Python ints (0-d arrays
+    into ints; tuples stay tuples, so pairs keep their meaning). Floats and bools are refused
+    with an error that says so; anything else is left for the shape checks."""
+    if value is None or _is_int(value):
+        return value
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{what} must be concrete integers, not traced values: they are checked before tracing "
+            "(pass them as NumPy arrays or lists, or call jaxvene.core.run for traced locations)"
+        )
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be integers (positions, heads or subspace ids), got the bool {value!r}")
+    if isinstance(value, (float, np.floating)):
+        raise TypeError(
+            f"{what} must be integers (positions, heads or subspace ids), got the float {value!r}; "
+            "a float is never rounded or truncated here, pass an int"
+        )
+    if isinstance(value, (np.ndarray, jax.Array)):
+        arr = np.asarray(value)
+        if not np.issubdtype(arr.dtype, np.integer):
+            kind = "bool" if arr.dtype == bool else str(arr.dtype)
+            raise TypeError(f"{what} must be integers (positions, heads or subspace ids), got an array of dtype {kind}")
+        return arr.tolist()
+    if isinstance(value, tuple):
+        return tuple(as_lists(v, what) for v in value)
+    if isinstance(value, list):
+        return [as_lists(v, what) for v in value]
+    return value
 
 
 def _shortcut(value, n: int, batch: int, base_only: bool):
@@ -56,7 +93,7 @@ def _shortcut(value, n: int, batch: int, base_only: bool):
             )
         a, b = value
         return (None if a is None else fill(a)), (None if b is None else fill(b))
-    if isinstance(value, (list, np.ndarray)) and _depth(value) == 1 and all(_is_int(v) for v in value):
+    if isinstance(value, list) and value and _depth(value) == 1 and all(_is_int(v) for v in value):
         if len(value) == 2:
             raise ValueError(
                 f"unit_locations {list(value)!r} is ambiguous: pyvene reads a list of two ints as "
@@ -88,6 +125,7 @@ def broadcast_unit_locations(unit_locations, n: int, batch: int, keys: Sequence[
     for key, value in unit_locations.items():
         if key not in accepted:
             raise ValueError(f"unknown unit_locations key {key!r}; this model accepts {', '.join(map(repr, accepted))}")
+        value = as_lists(value, f"unit_locations[{key!r}]")
         base_only = key == "base"
         target = "sources->base" if base_only else key
         if target in out:
@@ -113,7 +151,10 @@ def _entry(side, index: int, count: int, what: str):
     if side is None:
         return None
     if not isinstance(side, (list, tuple)):
-        raise ValueError(f"{what} locations must be a list with one entry per intervention, got {type(side).__name__}")
+        raise ValueError(
+            f"{what} locations must be a list (or an integer array) with one entry per intervention, "
+            f"got {type(side).__name__}"
+        )
     if len(side) != count:
         raise ValueError(
             f"{what} locations have {len(side)} entries but there are {count} interventions here; "
@@ -129,6 +170,8 @@ def _int_matrix(value, batch: int, limit: int, what: str, axis_name: str) -> np.
         arr = None
     if arr is None or arr.dtype == object:
         raise ValueError(f"{what}: every example must list the same number of {axis_name}s; got {value!r}")
+    if arr.dtype.kind in "fcb":
+        raise TypeError(f"{what}: {axis_name}s must be integers, got {value!r} (dtype {arr.dtype})")
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{what}: expected a (batch x units) nested list of ints, one row per example, got {value!r}")
     if arr.shape[0] != batch:
@@ -174,12 +217,14 @@ def placement_locations(pair, index: int, count: int, unit: str, shapes, heads, 
 
 
 def broadcast_subspaces(subspaces, n: int, batch: int) -> list:
-    """pyvene's subspace shortcuts: an int or flat list applies to every example and intervention."""
+    """pyvene's subspace shortcuts: an int or flat list of ints applies to every example and
+    intervention; otherwise one entry (or None) per intervention, e.g. `[None, [[1]] * batch]`."""
+    subspaces = as_lists(subspaces, "subspaces")
     if subspaces is None:
         return [None] * n
     if _is_int(subspaces):
         return [[[int(subspaces)]] * batch] * n
-    if isinstance(subspaces, (list, tuple)) and _depth(subspaces) == 1:
+    if isinstance(subspaces, (list, tuple)) and subspaces and all(_is_int(s) for s in subspaces):
         return [[list(subspaces)] * batch] * n
     if not isinstance(subspaces, (list, tuple)) or len(subspaces) != n:
         raise ValueError(
@@ -190,15 +235,18 @@ def broadcast_subspaces(subspaces, n: int, batch: int) -> list:
 
 def expand_subspaces(entry, batch: int, partition, size: int | None, what: str) -> np.ndarray | None:
     """Per-example subspace ids -> `(B, K)` int indices (through the partition), `-1` padded."""
+    entry = as_lists(entry, what)
     if entry is None:
         return None
-    if not isinstance(entry, (list, tuple, np.ndarray)) or len(entry) != batch:
+    if not isinstance(entry, (list, tuple)) or len(entry) != batch:
         raise ValueError(f"{what}: subspaces need one list per example ({batch}); got {entry!r}")
     rows = []
     for row in entry:
-        ids = [row] if _is_int(row) else list(np.asarray(row).reshape(-1).tolist())
+        ids = [row] if _is_int(row) else list(np.asarray(row, dtype=object).reshape(-1).tolist())
         indices = []
         for s in ids:
+            if not _is_int(s):
+                raise TypeError(f"{what}: subspace ids must be integers, got {s!r}")
             if partition is not None:
                 if not 0 <= s < len(partition):
                     raise IndexError(
