@@ -8,6 +8,7 @@ the attention mask, so left-padded batches get the positions the model was train
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -155,8 +156,9 @@ class HFFlaxAdapter:
             if batch is not None and value.shape[0] != batch:
                 raise ValueError(f"{name} has batch size {value.shape[0]} but the other inputs {batch}")
             batch = value.shape[0]
-        for name in ("input_ids", "decoder_input_ids", "token_type_ids"):
+        for name in _INTEGER_INPUTS:
             if name in out:
+                _check_integers(name, out[name])
                 out[name] = out[name].astype(jnp.int32)
         for ids_name, mask_name, pos_name in (
             ("input_ids", "attention_mask", "position_ids"),
@@ -177,6 +179,8 @@ class HFFlaxAdapter:
                 out[mask_name] = mask
                 if pos_name in accepted:
                     pos = out.get(pos_name)
+                    if pos is not None:
+                        _check_integers(pos_name, pos)
                     out[pos_name] = position_ids_from_mask(mask) if pos is None else pos.astype(jnp.int32)
         return out
 
@@ -293,15 +297,27 @@ class HFFlaxAdapter:
 
     # ------------------------------------------------------------------ outputs
     def wrap_output(self, fields: dict):
-        """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned."""
-        try:
-            from transformers.modeling_flax_outputs import FlaxBaseModelOutput, FlaxCausalLMOutput
-        except ImportError:  # no transformers 4 (a native model next to transformers 5, or none)
-            return self._output_class()(**fields)
-        cls = FlaxCausalLMOutput if "logits" in fields else FlaxBaseModelOutput
-        if not set(fields) <= set(cls.__dataclass_fields__):  # e.g. pooler_output: the model's own class
-            cls = self._output_class()
+        """Rebuild the HF output object (`.logits`, ...) from the dict `apply` returned.
+
+        The class is the one the model itself returns (`FlaxCausalLMOutputWithCrossAttentions`
+        for GPT-2, `FlaxSequenceClassifierOutput` for a classifier, ...). transformers 4.x makes
+        `FlaxCausalLMOutput` an alias of `FlaxMaskedLMOutput`, so its Flax LLaMA, Mistral, Gemma,
+        OPT, ... return a "FlaxMaskedLMOutput": a causal LM's output here is a
+        `FlaxCausalLMOutput` of its own name instead (a subclass of that class: same fields,
+        and `isinstance` with transformers' name still holds). Fields the class lacks (`loss`,
+        which `labels=` adds) are added to it.
+        """
+        cls = self._output_class()
+        if self._is_causal_lm() and cls.__name__ == "FlaxMaskedLMOutput":
+            cls = _output_subclass(cls, "FlaxCausalLMOutput", ())
+        missing = tuple(sorted(set(fields) - set(getattr(cls, "__dataclass_fields__", fields))))
+        if missing:
+            cls = _output_subclass(cls, cls.__name__, missing)
         return cls(**fields)
+
+    def _is_causal_lm(self) -> bool:
+        name = type(self.hf_model).__name__
+        return "CausalLM" in name or name.endswith("LMHeadModel")
 
     def _output_class(self):
         """The HF output dataclass the model returns (BERT, ViT, T5: more fields than the
@@ -319,6 +335,39 @@ class HFFlaxAdapter:
 
             self._out_cls = type(jax.eval_shape(run, self.params))
         return self._out_cls
+
+
+_INTEGER_INPUTS = ("input_ids", "decoder_input_ids", "token_type_ids")
+
+
+def _check_integers(name: str, value) -> None:
+    """Token ids and positions must be integers: a float would be truncated (42.5 -> 42) and a
+    NaN turned into some id without a word."""
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+        raise TypeError(
+            f"{name} must be integers (token ids or positions), got dtype {value.dtype}; "
+            "jaxvene never rounds or truncates them: pass an integer array"
+        )
+
+
+_SUBCLASSES: dict = {}
+
+
+def _output_subclass(base: type, name: str, extra: tuple[str, ...]) -> type:
+    """A dataclass subclass of the HF output class `base` named `name`, with the optional
+    fields `extra` (default None) added; made once per (base, name, extra)."""
+    signature = (base, name, extra)
+    if signature not in _SUBCLASSES:
+        import flax.struct
+
+        namespace: dict[str, Any] = {
+            "__annotations__": dict.fromkeys(extra, Any),
+            "__module__": __name__,
+            "__qualname__": name,
+        }
+        namespace.update(dict.fromkeys(extra))
+        _SUBCLASSES[signature] = flax.struct.dataclass(type(name, (base,), namespace))
+    return _SUBCLASSES[signature]
 
 
 def _find_prefix(params, layers: str) -> str:
