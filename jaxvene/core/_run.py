@@ -192,13 +192,28 @@ class Execution:
             for g in range(plan.num_groups)
         ]
 
-    def needs_source(self, i: int) -> bool:
+    def reads_source(self, i: int) -> bool:
+        """Placement `i` reads source activations when its group has an input (not a sourceless
+        intervention, no constant source)."""
         iv = self.interventions[self.plan.placements[i].slot]
         return not iv.is_source_constant and self.constants[i] is None
 
+    def needs_source(self, i: int) -> bool:
+        """Placement `i` cannot act without source activations (a function intervention can: it
+        is then called with `source=None`, as pyvene calls it)."""
+        return self.reads_source(i) and not self.interventions[self.plan.placements[i].slot].source_optional
+
     def active(self, i: int) -> bool:
-        # an intervention whose source group has no input is skipped (pyvene's "smart jump")
-        return not self.needs_source(i) or self.sources[self.plan.placements[i].group] is not None
+        """pyvene's "smart jump": which placements act, given which sources are `None`.
+
+        Parallel mode skips only the placements that need a source and whose group has none;
+        sourceless interventions, constant sources and function interventions act anyway.
+        Serial mode, as pyvene, skips every placement of a group whose source is `None` (that
+        hop of the chain is off)."""
+        has_source = self.sources[self.plan.placements[i].group] is not None
+        if self.plan.mode == "serial":
+            return has_source
+        return has_source or not self.needs_source(i)
 
     def handler(
         self,
@@ -243,14 +258,14 @@ class Execution:
         acts: Reads = {}
         if self.plan.mode == "parallel":
             for g, members in enumerate(self.groups):
-                getters = [i for i in members if self.needs_source(i)]
-                if getters:
+                getters = [i for i in members if self.reads_source(i)]
+                if getters and self.sources[g] is not None:
                     acts.update(self.model_pass(self.sources[g], (), getters)[1])
             return acts
         previous: list[int] = []
         for g, members in enumerate(self.groups):
             if self.sources[g] is not None:
-                getters = [i for i in members if self.needs_source(i)]
+                getters = [i for i in members if self.reads_source(i)]
                 acts.update(self.model_pass(self.sources[g], previous, getters, acts)[1])
             previous = members
         return acts

@@ -12,7 +12,16 @@ An intervention sees the activations gathered at its locations, never the whole 
 `subspaces`, when given, is an int array `(B, K)` of indices into the intervention's subspace
 axis (the last axis for most interventions), already expanded through `subspace_partition` and
 padded with `-1` where examples select fewer indices. When it is `None`, the intervention acts on
-`[..., :interchange_dim]` (everything by default).
+`[..., :interchange_dim]`. As in pyvene, `interchange_dim` starts at `embed_dim` (so
+`VanillaIntervention(embed_dim=2)` swaps the first 2 dimensions of a wider input; the
+interventions `IntervenableModel` builds get the component's width, i.e. everything) and
+:meth:`Intervention.set_interchange_dim` changes it. Interventions whose subspace axis is not
+the representation (low-rank, PCA and autoencoder latents) start with `None`: all of it.
+
+Interventions are immutable (Equinox modules): pyvene's in-place setters (`set_interchange_dim`,
+`set_temperature`, `set_source_representation`, ...) return a new intervention and leave the
+one they are called on unchanged. Called on `IntervenableModel.interventions[key]`, the model's
+handle for its stored intervention, they also store the new one in the model.
 
 Writing your own: subclass :class:`Intervention` (an `equinox.Module`, so its array fields are
 trainable leaves) and implement `__call__(self, base, source, subspaces=None, *, key=None)`, or
@@ -22,6 +31,7 @@ pass any plain function `f(base, source)` / `f(base, source, subspaces)` as
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, cast
 
@@ -136,8 +146,9 @@ class Intervention(eqx.Module):
     Fields shared by all interventions (pyvene's names):
 
     - `embed_dim`: width of the representation the intervention sees (component width times
-      `max_number_of_units` for distributed interventions).
-    - `interchange_dim`: act on `[..., :interchange_dim]` when no subspaces are given.
+      `max_number_of_units`, as in pyvene).
+    - `interchange_dim`: act on `[..., :interchange_dim]` when no subspaces are given; starts
+      at `embed_dim` (pyvene's rule) unless the class's subspace axis is another space.
     - `subspace_partition`: list of index groups; `subspaces` passed at call time then name
       groups instead of raw indices (expanded before the call).
     - `keep_last_dim`: never concatenate units, even for a distributed intervention.
@@ -160,6 +171,11 @@ class Intervention(eqx.Module):
     reads_module_input: ClassVar[bool] = False
     #: has parameters that training updates
     trainable: ClassVar[bool] = False
+    #: acts with or without source activations (a plain function: pyvene calls it with
+    #: `source=None` when its source is `None`); others that need a source are skipped then
+    source_optional: ClassVar[bool] = False
+    #: `interchange_dim` indexes the representation itself, so it starts at `embed_dim`
+    interchange_in_embed_space: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -171,6 +187,8 @@ class Intervention(eqx.Module):
         source_representation=None,
     ):
         self.embed_dim = None if embed_dim is None else int(embed_dim)
+        if interchange_dim is None and self.interchange_in_embed_space:
+            interchange_dim = self.embed_dim
         self.interchange_dim = None if interchange_dim is None else int(interchange_dim)
         self.subspace_partition = _normalise_partition(subspace_partition)
         self.keep_last_dim = bool(keep_last_dim)
@@ -188,6 +206,29 @@ class Intervention(eqx.Module):
 
     def __call__(self, base, source, subspaces=None, *, key=None):
         raise NotImplementedError
+
+    def set_interchange_dim(self, interchange_dim: int | None):
+        """A copy that acts on `[..., :interchange_dim]` when no subspaces are given (pyvene's
+        method). It returns the new intervention and leaves this one unchanged (Equinox modules
+        are immutable): write `iv = iv.set_interchange_dim(4)`; on
+        `IntervenableModel.interventions[key]` the model also stores the result.
+        """
+        if interchange_dim is not None:
+            value = np.asarray(interchange_dim)
+            if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
+                raise TypeError(f"interchange_dim must be an int (or None for all), got {interchange_dim!r}")
+            interchange_dim = int(value)
+            if interchange_dim < 0:
+                raise ValueError(f"interchange_dim must be >= 0, got {interchange_dim}")
+        new = copy.copy(self)
+        object.__setattr__(new, "interchange_dim", interchange_dim)  # a static field: not a leaf
+        return new
+
+    def set_source_representation(self, source_representation):
+        """A copy with a constant source (pyvene's method): it then needs no source run.
+        Returns the new intervention, like :meth:`set_interchange_dim`."""
+        value = None if source_representation is None else jnp.asarray(np.asarray(source_representation))
+        return eqx.tree_at(lambda m: m.source_representation, self, value, is_leaf=lambda x: x is None)
 
     def _source(self, source):
         if self.source_representation is not None:
@@ -326,10 +367,12 @@ class LambdaIntervention(Intervention):
     """Wrap a plain function `f(base, source)` or `f(base, source, subspaces)`.
 
     The function receives the gathered activations unflattened (`(B, U, D)`), like pyvene's.
-    Returning `None` writes nothing back.
+    Returning `None` writes nothing back. As in pyvene it acts even when its source is `None`
+    (no source input and no constant source): it is then called with `source=None`.
     """
 
     func: Callable = eqx.field(static=True)
+    source_optional: ClassVar[bool] = True
 
     def __init__(self, func: Callable, **kwargs):
         super().__init__(**kwargs)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._basic import LocalistRepresentationIntervention, TrainableIntervention, swap
-from ._rotations import _key, _require
+from ._rotations import _compute_dtype, _key, _require
 
 __all__ = ["SigmoidMaskIntervention", "AutoencoderIntervention", "JumpReLUAutoencoderIntervention"]
 
@@ -34,11 +34,23 @@ class SigmoidMaskIntervention(TrainableIntervention, LocalistRepresentationInter
         self.temperature = jnp.array(0.01, jnp.float32)
 
     def set_temperature(self, temperature):
+        """A copy with the given temperature (pyvene's method, which sets it in place).
+
+        Returns the new intervention and leaves this one unchanged (Equinox modules are
+        immutable): write `iv = iv.set_temperature(0.1)`. On
+        `IntervenableModel.interventions[key]` the model also stores the result.
+        """
         return eqx.tree_at(lambda m: m.temperature, self, jnp.asarray(temperature, jnp.float32))
 
+    def get_temperature(self) -> jax.Array:
+        """The temperature (pyvene's getter)."""
+        return self.temperature
+
     def __call__(self, base, source, subspaces=None, *, key=None):
-        m = jax.nn.sigmoid(self.mask / jax.lax.stop_gradient(self.temperature)).astype(base.dtype)
-        return (1 - m) * base + m * self._source(source)
+        # an integer input is computed (and returned) in the mask's float dtype, as in pyvene
+        dtype = _compute_dtype(jnp.asarray(base), self.mask)
+        m = jax.nn.sigmoid(self.mask / jax.lax.stop_gradient(self.temperature)).astype(dtype)
+        return (1 - m) * jnp.asarray(base).astype(dtype) + m * jnp.asarray(self._source(source)).astype(dtype)
 
 
 class AutoencoderIntervention(TrainableIntervention):
@@ -54,6 +66,7 @@ class AutoencoderIntervention(TrainableIntervention):
     W_dec: jax.Array
     b_dec: jax.Array
     latent_dim: int = eqx.field(static=True)
+    interchange_in_embed_space: ClassVar[bool] = False  # it indexes the latents
 
     def __init__(self, embed_dim=None, *, latent_dim: int | None = None, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
@@ -78,7 +91,11 @@ class AutoencoderIntervention(TrainableIntervention):
         return jax.nn.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        z = swap(self.encode(base), self.encode(self._source(source)), "interchange", self.interchange_dim, subspaces)
+        base = jnp.asarray(base)
+        dtype = _compute_dtype(base, self.W_enc)  # integers in the weights' dtype, as in pyvene
+        zb = self.encode(base.astype(dtype))
+        zs = self.encode(jnp.asarray(self._source(source)).astype(dtype))
+        z = swap(zb, zs, "interchange", self.interchange_dim, subspaces)
         return (z @ self.W_dec + self.b_dec).astype(base.dtype)
 
 
@@ -90,6 +107,8 @@ class JumpReLUAutoencoderIntervention(TrainableIntervention):
     error is dropped. `keep_error=True` adds it back (`out = decode(z') + x - decode(z)`), so
     an intervention changes only what the swapped latents change. `low_rank_dimension` is
     the SAE width. Weights start at zero, for loading trained SAEs with `eqx.tree_at`.
+    Without subspaces every latent is swapped (`interchange_dim` starts at None; pyvene's
+    starts at `embed_dim`, so it swaps only the first `embed_dim` latents of a wider SAE).
     """
 
     W_enc: jax.Array
@@ -98,6 +117,7 @@ class JumpReLUAutoencoderIntervention(TrainableIntervention):
     b_enc: jax.Array
     b_dec: jax.Array
     keep_error: bool = eqx.field(static=True)
+    interchange_in_embed_space: ClassVar[bool] = False  # it indexes the SAE's latents
 
     def __init__(self, embed_dim=None, *, low_rank_dimension: int | None = None, keep_error: bool = False, **kwargs):
         kwargs["keep_last_dim"] = True
@@ -125,8 +145,12 @@ class JumpReLUAutoencoderIntervention(TrainableIntervention):
         return z @ self.W_dec + self.b_dec
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        zb = self.encode(base)
-        out = self.decode(swap(zb, self.encode(self._source(source)), "interchange", self.interchange_dim, subspaces))
+        base = jnp.asarray(base)
+        dtype = _compute_dtype(base, self.W_enc)  # integers in the weights' dtype
+        x = base.astype(dtype)
+        zb = self.encode(x)
+        zs = self.encode(jnp.asarray(self._source(source)).astype(dtype))
+        out = self.decode(swap(zb, zs, "interchange", self.interchange_dim, subspaces))
         if self.keep_error:
-            out = out + base - self.decode(zb)
-        return out
+            out = out + x - self.decode(zb)
+        return out.astype(base.dtype)

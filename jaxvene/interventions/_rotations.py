@@ -18,7 +18,12 @@ orthonormal factor with a positive triangular part). Why QR:
   materialised rotation exactly.
 
 The square `n x n` case costs `O(n^3)` per step, like the matrix exponential or the Cayley
-transform would. Non-trained arrays (temperatures, PCA statistics) pass through
+transform would.
+
+pyvene's `intervention.rotate_layer` (the rotation as a layer, `.weight` its matrix, calling it
+computes `x @ weight`) is a read-only view here; build a rotation from a given matrix with
+`from_matrix`. Integer inputs are computed in the rotation's float dtype and the result cast
+back to the input's dtype, as pyvene's rotations do. Non-trained arrays (temperatures, PCA statistics) pass through
 `jax.lax.stop_gradient`, and classes list them in `frozen_fields`, which the training step
 leaves out of the optimiser (so weight decay cannot touch them either).
 """
@@ -42,6 +47,7 @@ from ._basic import (
 
 __all__ = [
     "orthonormal",
+    "RotateLayer",
     "RotatedSpaceIntervention",
     "LowRankRotatedSpaceIntervention",
     "BoundlessRotatedSpaceIntervention",
@@ -56,6 +62,32 @@ def orthonormal(raw: jax.Array) -> jax.Array:
     signs = jnp.sign(jnp.diagonal(r))
     signs = jnp.where(signs == 0, 1.0, signs)
     return q * signs[None, :]
+
+
+class RotateLayer(eqx.Module):
+    """pyvene's `rotate_layer`: the (orthonormal) `weight`, `(n, n)` or `(n, m)`; calling it
+    computes `x @ weight` (an integer `x` in the weight's dtype, as pyvene's layer does).
+
+    A view derived from the intervention's parameters: to change the rotation, make a new
+    intervention with `from_matrix(weight)` (or `eqx.tree_at` on its `raw` field).
+    """
+
+    weight: jax.Array
+
+    def __call__(self, x):
+        return _as_compute(x, self.weight) @ self.weight
+
+
+def _as_compute(x, param):
+    """`x` for computing with `param`: a float stays as it is (`param` is cast to it by the
+    caller), an integer array takes `param`'s float dtype (pyvene casts inputs the same way)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(param.dtype)
+
+
+def _compute_dtype(base, param):
+    """The dtype a rotation computes in: the base's when it is a float, else the param's."""
+    return base.dtype if jnp.issubdtype(base.dtype, jnp.inexact) else param.dtype
 
 
 def _random_orthonormal(n: int, m: int, key) -> jax.Array:
@@ -92,6 +124,11 @@ class RotatedSpaceIntervention(TrainableIntervention, DistributedRepresentationI
         """The orthogonal matrix `R` (`n x n`)."""
         return orthonormal(self.raw)
 
+    @property
+    def rotate_layer(self) -> RotateLayer:
+        """pyvene's `rotate_layer`: `.weight` is `R`; read-only (see :class:`RotateLayer`)."""
+        return RotateLayer(self.rotation)
+
     @classmethod
     def from_matrix(cls, matrix, **kwargs):
         """An intervention whose rotation is `matrix` (e.g. pyvene's `rotate_layer.weight`)."""
@@ -100,9 +137,12 @@ class RotatedSpaceIntervention(TrainableIntervention, DistributedRepresentationI
         return eqx.tree_at(lambda m: m.raw, iv, matrix)
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        r = self.rotation.astype(base.dtype)
-        rotated = swap(base @ r, self._source(source) @ r, "interchange", self.interchange_dim, subspaces)
-        return rotated @ r.T
+        base = jnp.asarray(base)
+        dtype = _compute_dtype(base, self.raw)
+        r = self.rotation.astype(dtype)
+        rb, rs = base.astype(dtype) @ r, jnp.asarray(self._source(source)).astype(dtype) @ r
+        rotated = swap(rb, rs, "interchange", self.interchange_dim, subspaces)
+        return (rotated @ r.T).astype(base.dtype)
 
 
 class LowRankRotatedSpaceIntervention(TrainableIntervention, DistributedRepresentationIntervention):
@@ -115,6 +155,7 @@ class LowRankRotatedSpaceIntervention(TrainableIntervention, DistributedRepresen
     low_rank_dimension: int = eqx.field(static=True)
     localist: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
+    interchange_in_embed_space: ClassVar[bool] = False  # it indexes the m columns of W
 
     def __init__(self, embed_dim=None, *, low_rank_dimension: int | None = None, seed: int | None = 0, **kwargs):
         super().__init__(embed_dim, **kwargs)
@@ -136,6 +177,11 @@ class LowRankRotatedSpaceIntervention(TrainableIntervention, DistributedRepresen
         """The `(n, m)` matrix with orthonormal columns."""
         return orthonormal(self.raw)
 
+    @property
+    def rotate_layer(self) -> RotateLayer:
+        """pyvene's `rotate_layer`: `.weight` is `W` `(n, m)`; read-only (see :class:`RotateLayer`)."""
+        return RotateLayer(self.weight)
+
     @classmethod
     def from_matrix(cls, matrix, **kwargs):
         matrix = jnp.asarray(np.asarray(matrix), jnp.float32)
@@ -143,15 +189,18 @@ class LowRankRotatedSpaceIntervention(TrainableIntervention, DistributedRepresen
         return eqx.tree_at(lambda m: m.raw, iv, matrix)
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        w = self.weight.astype(base.dtype)
-        source = self._source(source)
+        out_dtype = jnp.asarray(base).dtype
+        dtype = _compute_dtype(jnp.asarray(base), self.raw)
+        w = self.weight.astype(dtype)
+        base = jnp.asarray(base).astype(dtype)
+        source = jnp.asarray(self._source(source)).astype(dtype)
         diff = source @ w - base @ w  # (..., m)
         m = w.shape[1]
         if subspaces is not None:
             diff = jnp.where(_expand_mask(subspace_mask(subspaces, m), diff.ndim), diff, 0)
         elif self.interchange_dim is not None and self.interchange_dim < m:
             diff = jnp.where(jnp.arange(m) < self.interchange_dim, diff, 0)
-        return base + diff @ w.T
+        return (base + diff @ w.T).astype(out_dtype)
 
 
 class _Tempered(TrainableIntervention, DistributedRepresentationIntervention):
@@ -167,20 +216,39 @@ class _Tempered(TrainableIntervention, DistributedRepresentationIntervention):
         super().__init__(embed_dim, **kwargs)
 
     def set_temperature(self, temperature):
-        """A copy with the given temperature (interventions are immutable pytrees)."""
+        """A copy with the given temperature (pyvene's method, which sets it in place).
+
+        Returns the new intervention and leaves this one unchanged (Equinox modules are
+        immutable): write `iv = iv.set_temperature(0.1)`. On
+        `IntervenableModel.interventions[key]` the model also stores the result, so pyvene's
+        `for v in model.interventions.values(): v.set_temperature(t)` works there;
+        `IntervenableModel.set_temperature(t)` sets every tempered intervention at once.
+        """
         return eqx.tree_at(lambda m: m.temperature, self, jnp.asarray(temperature, jnp.float32))
+
+    def get_temperature(self) -> jax.Array:
+        """The temperature (pyvene's getter)."""
+        return self.temperature
 
     @property
     def rotation(self) -> jax.Array:
         return orthonormal(self.raw)
 
+    @property
+    def rotate_layer(self) -> RotateLayer:
+        """pyvene's `rotate_layer`: `.weight` is `R`; read-only (see :class:`RotateLayer`)."""
+        return RotateLayer(self.rotation)
+
     def _t(self):
         return jax.lax.stop_gradient(self.temperature)
 
     def _mix(self, base, source, mask):
-        r = self.rotation.astype(base.dtype)
-        rb, rs = base @ r, self._source(source) @ r
-        return ((1 - mask) * rb + mask * rs) @ r.T
+        base = jnp.asarray(base)
+        dtype = _compute_dtype(base, self.raw)
+        r = self.rotation.astype(dtype)
+        rb, rs = base.astype(dtype) @ r, jnp.asarray(self._source(source)).astype(dtype) @ r
+        mask = mask.astype(dtype)
+        return (((1 - mask) * rb + mask * rs) @ r.T).astype(base.dtype)
 
 
 class BoundlessRotatedSpaceIntervention(_Tempered):
@@ -200,6 +268,16 @@ class BoundlessRotatedSpaceIntervention(_Tempered):
         self.intervention_boundaries = jnp.array([0.5], jnp.float32)
         self.temperature = jnp.array(50.0, jnp.float32)
 
+    def set_intervention_boundaries(self, intervention_boundaries):
+        """A copy with the boundary `beta` (pyvene's method; returns the new intervention, like
+        :meth:`set_temperature`)."""
+        value = jnp.asarray(intervention_boundaries, jnp.float32).reshape(1)
+        return eqx.tree_at(lambda m: m.intervention_boundaries, self, value)
+
+    def get_boundary_parameters(self) -> jax.Array:
+        """The boundary `beta` (pyvene's getter)."""
+        return self.intervention_boundaries
+
     def mask(self, n: int) -> jax.Array:
         beta = jnp.clip(self.intervention_boundaries, 1e-3, 1.0)
         i = jnp.arange(n, dtype=jnp.float32)
@@ -207,7 +285,7 @@ class BoundlessRotatedSpaceIntervention(_Tempered):
         return jax.nn.sigmoid(i / t) * jax.nn.sigmoid((beta * n - i) / t)
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        return self._mix(base, source, self.mask(base.shape[-1]).astype(base.dtype))
+        return self._mix(base, source, self.mask(base.shape[-1]))
 
 
 class SigmoidMaskRotatedSpaceIntervention(_Tempered):
@@ -223,7 +301,7 @@ class SigmoidMaskRotatedSpaceIntervention(_Tempered):
         self.temperature = jnp.array(50.0, jnp.float32)
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        return self._mix(base, source, jax.nn.sigmoid(self.masks / self._t()).astype(base.dtype))
+        return self._mix(base, source, jax.nn.sigmoid(self.masks / self._t()))
 
 
 class PCARotatedSpaceIntervention(DistributedRepresentationIntervention):
@@ -235,6 +313,7 @@ class PCARotatedSpaceIntervention(DistributedRepresentationIntervention):
     pca_mean: jax.Array
     pca_std: jax.Array
     localist: ClassVar[bool] = False
+    interchange_in_embed_space: ClassVar[bool] = False  # it indexes the k components
 
     def __init__(self, embed_dim=None, *, components=None, pca_mean=None, pca_std=None, pca=None, **kwargs):
         super().__init__(embed_dim, **kwargs)
@@ -252,9 +331,9 @@ class PCARotatedSpaceIntervention(DistributedRepresentationIntervention):
         return int(self.components.shape[0])
 
     def __call__(self, base, source, subspaces=None, *, key=None):
-        c, mu, sd = (
-            jax.lax.stop_gradient(a).astype(base.dtype) for a in (self.components, self.pca_mean, self.pca_std)
-        )
-        zb = ((base - mu) / sd) @ c.T
-        zs = ((self._source(source) - mu) / sd) @ c.T
+        # an integer input is computed (and returned) in float, as pyvene's PCA does
+        dtype = _compute_dtype(jnp.asarray(base), self.components)
+        c, mu, sd = (jax.lax.stop_gradient(a).astype(dtype) for a in (self.components, self.pca_mean, self.pca_std))
+        zb = ((jnp.asarray(base).astype(dtype) - mu) / sd) @ c.T
+        zs = ((jnp.asarray(self._source(source)).astype(dtype) - mu) / sd) @ c.T
         return (swap(zb, zs, "interchange", self.interchange_dim, subspaces) @ c) * sd + mu
