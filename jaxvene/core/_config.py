@@ -71,6 +71,12 @@ class IntervenableConfig:
         per representation; a representation's own `intervention_type` / `intervention` wins.
       mode: "parallel" (every source patched into the base at once) or "serial" (a chain
         source_0 -> source_1 -> ... -> base).
+      model_type: kept as given, like pyvene's (deprecated there; jaxvene reads the model itself).
+
+    As in pyvene, the attributes hold what was given: `intervention_types` is the class when
+    one class was given (`VanillaIntervention` when none was), the list when a list was, and
+    the representations' own types (a list) when they name them. :meth:`type_per_representation`
+    is the one-class-per-representation list that jaxvene builds from.
     """
 
     def __init__(
@@ -79,8 +85,13 @@ class IntervenableConfig:
         intervention_types: Any = None,
         mode: str = "parallel",
         sorted_keys: Sequence[str] | None = None,
+        model_type: Any = None,
+        intervention_dimensions: Any = None,
+        intervention_constant_sources: Any = None,
         **kwargs,
     ):
+        from ..interventions._basic import VanillaIntervention
+
         if representations is None:
             representations = [RepresentationConfig()]
         if isinstance(representations, (RepresentationConfig, dict)) or (
@@ -94,30 +105,40 @@ class IntervenableConfig:
             raise ValueError(f"mode must be 'parallel' or 'serial', got {mode!r}")
         self.mode = mode
         self.sorted_keys = list(sorted_keys) if sorted_keys is not None else None
+        self.model_type = model_type
+        # pyvene's hidden fields (its saves write them); kept, not used
+        self.intervention_dimensions = intervention_dimensions
+        self.intervention_constant_sources = intervention_constant_sources
         self.extra = kwargs
-        self.intervention_types = self._resolve_types(intervention_types)
+        own = self._own_types()
+        if own is not None:
+            self.intervention_types: Any = own
+        else:
+            self.intervention_types = VanillaIntervention if intervention_types is None else intervention_types
+        self.type_per_representation()  # checks the count of a list now, not at the first call
 
-    def _resolve_types(self, intervention_types):
-        from ..interventions._basic import VanillaIntervention
-
+    def _own_types(self) -> list | None:
+        """The representations' own types, or None when none names one."""
         reps = self.representations
         own = [r.intervention_type is not None or r.intervention is not None for r in reps]
-        if any(own):
-            if not all(own):
-                raise ValueError(
-                    "some representations name their own intervention_type/intervention and some do "
-                    "not; give one to every representation, or none and use intervention_types."
-                )
-            return [r.intervention_type if r.intervention is None else type(r.intervention) for r in reps]
-        if intervention_types is None:
-            intervention_types = VanillaIntervention
-        if isinstance(intervention_types, (list, tuple)):
-            if len(intervention_types) != len(reps):
-                raise ValueError(
-                    f"intervention_types has {len(intervention_types)} entries for {len(reps)} representations"
-                )
-            return list(intervention_types)
-        return [intervention_types] * len(reps)
+        if not any(own):
+            return None
+        if not all(own):
+            raise ValueError(
+                "some representations name their own intervention_type/intervention and some do "
+                "not; give one to every representation, or none and use intervention_types."
+            )
+        return [r.intervention_type if r.intervention is None else type(r.intervention) for r in reps]
+
+    def type_per_representation(self) -> list:
+        """One intervention class per representation, in order (what `build_plan` reads)."""
+        types = self.intervention_types
+        n = len(self.representations)
+        if isinstance(types, (list, tuple)):
+            if len(types) != n:
+                raise ValueError(f"intervention_types has {len(types)} entries for {n} representations")
+            return list(types)
+        return [types] * n
 
     def add_intervention(self, representations) -> None:
         if isinstance(representations, (RepresentationConfig, dict)):
@@ -125,8 +146,9 @@ class IntervenableConfig:
         for rep in map(_as_representation, representations):
             if rep.intervention_type is None and rep.intervention is None:
                 raise ValueError("add_intervention needs an intervention_type (or intervention) in each representation")
+            types = self.type_per_representation()  # a single class becomes a list here (pyvene's +=)
             self.representations.append(rep)
-            self.intervention_types.append(rep.intervention_type or type(rep.intervention))
+            self.intervention_types = types + [rep.intervention_type or type(rep.intervention)]
 
     def to_dict(self) -> dict:
         """JSON-friendly form: classes by name, arrays and callables as placeholders."""
@@ -141,8 +163,9 @@ class IntervenableConfig:
             return "PLACEHOLDER"
 
         return {
+            "model_type": plain(self.model_type),
             "representations": [{k: plain(v) for k, v in r._asdict().items()} for r in self.representations],
-            "intervention_types": [plain(t) for t in self.intervention_types],
+            "intervention_types": plain(self.intervention_types),
             "mode": self.mode,
             "sorted_keys": self.sorted_keys,
         }

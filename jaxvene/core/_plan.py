@@ -95,7 +95,7 @@ def build_plan(adapter: ModelAdapter, config: Any) -> BuiltPlan:
     unique: list[Intervention] = []
     links: dict = {}
     placements = []
-    for rep, site, cls, group in zip(reps, sites, config.intervention_types, groups):
+    for rep, site, cls, group in zip(reps, sites, config.type_per_representation(), groups):
         site.check_tap_shape(shapes[site.tap])
         width = site.view_shape(shapes[site.tap])[-1]
         if rep.intervention_link_key is not None and rep.intervention_link_key in links:

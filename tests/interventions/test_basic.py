@@ -222,6 +222,7 @@ def test_serial_mode_chains_sources_into_the_base(flax_gpt2):
 def test_positional_representation_and_defaults(flax_gpt2):
     config = jv.IntervenableConfig([jv.RepresentationConfig(1, "mlp_output", "pos", 1)])
     assert config.representations[0].component == "mlp_output"
-    assert config.intervention_types == [jv.VanillaIntervention]
+    assert config.intervention_types is jv.VanillaIntervention  # as given (the default), like pyvene
+    assert config.type_per_representation() == [jv.VanillaIntervention]
     model = jv.IntervenableModel(config, flax_gpt2)
     assert model.sorted_keys == ["layer_1_comp_mlp_output_unit_pos_nunit_1#0"]
