@@ -3,9 +3,16 @@
 `model.save(directory)` writes
 
 * `jaxvene_config.json`: the representations (pyvene's fields), intervention classes by
-  registered name, mode, which representations share an intervention (links), and the site
-  widths it was built for;
+  registered name, mode, which representations share an intervention (links), each
+  intervention's `interchange_dim`, and what it was built for: the model (its class, family and
+  `model_type`) and each site (its tap, head split, and the shape of one unit);
 * `interventions.safetensors`: every array of every intervention, named `slot<k>.<field>`.
+
+Loading checks the save against the model it is loaded onto, before any weight is used: the
+model's family and `model_type` (a save made on a GPT-2 does not load onto a LLaMA of the same
+width), each site and its shape, the widths and links, and every array's shape. A save written
+before jaxvene recorded the model (format version 1) still loads, with a warning that only the
+widths could be checked.
 
 Each file is written to a temporary file in the same directory, flushed to disk and moved
 into place with `os.replace`, so an interrupted save never leaves a half-written file. Loading
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import equinox as eqx
 import jax
@@ -38,6 +46,7 @@ __all__ = [
 ]
 
 FORMAT = "jaxvene-intervenable"
+VERSION = 2  # 2: the model and the sites are recorded; 1: widths only
 CONFIG_FILE = "jaxvene_config.json"
 WEIGHTS_FILE = "interventions.safetensors"
 
@@ -73,14 +82,59 @@ def _plain(value):
     raise TypeError(f"cannot save {type(value).__name__} in a config")
 
 
-def save_intervenable(model, directory: str) -> None:
-    """Write `model`'s config and intervention weights to `directory` (created if needed)."""
+def _model_record(adapter) -> dict | None:
+    """What identifies the model behind `adapter`: its class, family and `model_type`."""
+    if adapter is None:
+        return None
+    model = getattr(adapter, "hf_model", None) or getattr(adapter, "model", None)
+    return {
+        "class": type(model if model is not None else adapter).__name__,
+        "family": getattr(getattr(adapter, "family", None), "name", None),
+        "model_type": getattr(getattr(adapter, "config", None), "model_type", None),
+    }
+
+
+def _unit_shape(adapter, site) -> list | None:
+    """The shape of one unit of `site`'s view: `[width]`, or `[heads, head_dim]` for heads."""
+    if adapter is None:
+        return None
+    shape = adapter.tap_shapes([site.tap]).get(site.tap)
+    if shape is None:
+        return None
+    view = site.view_shape(shape)  # (B, S, ...) or, for heads, (B, H, S, Dh)
+    return [int(d) for d in (view[1:2] + view[3:] if site.heads is not None else view[2:])]
+
+
+def _site_records(plan, adapter) -> list[dict]:
+    return [
+        {
+            "component": p.site.component,
+            "layer": p.site.layer,
+            "tap": p.site.tap,
+            "part": None if p.site.part is None else list(p.site.part),
+            "heads": p.site.heads,
+            "shape": _unit_shape(adapter, p.site),
+        }
+        for p in plan.placements
+    ]
+
+
+def save_intervenable(model, directory: str, adapter=None) -> None:
+    """Write `model`'s config and intervention weights to `directory` (created if needed).
+
+    `model` is an `IntervenableModel` (or an object with its `mode`, `config`, `sorted_keys`,
+    `plan()` and `intervention_params()`); `adapter` (default `model.adapter`) is the model
+    adapter whose family, `model_type` and site shapes the save records.
+    """
     from safetensors.numpy import save
 
+    adapter = getattr(model, "adapter", None) if adapter is None else adapter
+    placements = model.plan().placements
+    slots = model.intervention_params()
     os.makedirs(directory, exist_ok=True)
     reps, types = [], []
-    for key, rep in zip(model.sorted_keys, model.config.representations):
-        iv = model.interventions[key]
+    for key, rep, p in zip(model.sorted_keys, model.config.representations, placements):
+        iv = slots[p.slot]  # the module itself, whatever model.interventions holds
         cls = type(iv)
         if isinstance(iv, _basic.LambdaIntervention):
             raise ValueError(f"representation {key} uses a plain function; functions cannot be saved")
@@ -96,19 +150,21 @@ def save_intervenable(model, directory: str) -> None:
         fields["hidden_source_representation"] = iv.source_representation is not None
         reps.append(fields)
         types.append(cls.__name__)
-    placements = model.plan().placements
     config = {
         "format": FORMAT,
-        "version": 1,
+        "version": VERSION,
         "mode": model.mode,
         "sorted_keys": model.sorted_keys,
         "representations": reps,
         "intervention_types": types,
         "slots": [p.slot for p in placements],
-        "widths": [model.intervention_params()[p.slot].embed_dim for p in placements],
+        "widths": [slots[p.slot].embed_dim for p in placements],
+        "interchange_dims": [iv.interchange_dim for iv in slots],
+        "model": _model_record(adapter),
+        "sites": _site_records(model.plan(), adapter),
     }
     weights = {}
-    for slot, iv in enumerate(model.intervention_params()):
+    for slot, iv in enumerate(slots):
         for name, array in _leaves(iv).items():
             weights[f"slot{slot}.{name}"] = np.ascontiguousarray(array)
     atomic_write(os.path.join(directory, WEIGHTS_FILE), save(weights, metadata={"format": FORMAT}))
@@ -163,10 +219,75 @@ def read_save(directory: str) -> tuple[IntervenableConfig, dict, dict[str, np.nd
     return IntervenableConfig(reps, mode=saved["mode"]), saved, weights
 
 
-def restore_interventions(plan, interventions, saved: dict, weights: dict[str, np.ndarray]) -> list:
+def _describe(record: dict | None) -> str:
+    if not record:
+        return "an unrecorded model"
+    kind = record.get("model_type") or record.get("family")
+    return f"a {kind} model ({record.get('class')})" if kind else f"a {record.get('class')}"
+
+
+def _check_model(saved: dict, adapter) -> None:
+    """The save's model record against the model it is loaded onto."""
+    theirs, ours = saved.get("model"), _model_record(adapter)
+    if not theirs or not ours:
+        return
+    for field in ("family", "model_type"):
+        if theirs.get(field) is not None and ours.get(field) is not None and theirs[field] != ours[field]:
+            raise ValueError(
+                f"the save does not match the model: it was made on {_describe(theirs)} and is being "
+                f"loaded onto {_describe(ours)} ({field} {theirs[field]!r} vs {ours[field]!r}); its "
+                "interventions were fitted to the other model's activations"
+            )
+
+
+def _same_tap(a: str, b: str) -> bool:
+    """The same module path up to the model's top-level prefix (a LM head model nests the base
+    model under e.g. "transformer.", the base model alone does not)."""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+def _check_sites(plan, saved: dict, adapter) -> None:
+    records = saved.get("sites")
+    if records is None:
+        return
+    if len(records) != len(plan.placements):
+        raise ValueError(f"the save has {len(records)} sites, the rebuilt config {len(plan.placements)}")
+    theirs, ours = saved.get("model"), _model_record(adapter)
+    # another adapter of the same model (e.g. HF's Flax LLaMA and jaxvene's native one) names
+    # its taps otherwise; the component and layer then say it is the same site
+    same_model = bool(theirs and ours and theirs.get("model_type") and theirs["model_type"] == ours.get("model_type"))
+    for i, (p, record) in enumerate(zip(plan.placements, records)):
+        where = f"intervention {i} ({p.site.describe()})"
+        same_component = p.site.component is not None and (record.get("component"), record.get("layer")) == (
+            p.site.component,
+            p.site.layer,
+        )
+        part = None if p.site.part is None else list(p.site.part)
+        same_view = _same_tap(record["tap"], p.site.tap) and record.get("part") == part
+        if not (same_view or (same_model and same_component)):
+            raise ValueError(
+                f"{where}: the save was made at {record['tap']!r} of {_describe(theirs)}, which is "
+                f"{p.site.tap!r} in this model: the save does not match the model"
+            )
+        if record.get("heads") != p.site.heads:
+            raise ValueError(
+                f"{where}: the save was made for {record.get('heads')} heads, this model's site has "
+                f"{p.site.heads}: the save does not match the model"
+            )
+        shape = _unit_shape(adapter, p.site)
+        if record.get("shape") is not None and shape is not None and list(record["shape"]) != shape:
+            raise ValueError(
+                f"{where}: one unit has shape {tuple(shape)} in this model but {tuple(record['shape'])} "
+                "in the save: the save does not match the model"
+            )
+
+
+def restore_interventions(plan, interventions, saved: dict, weights: dict[str, np.ndarray], adapter=None) -> list:
     """The interventions of a plan built from a save's config, with the saved weights; errors
-    where the save does not match the model (widths, links, arrays and their shapes)."""
+    where the save does not match the model (its family and `model_type` when `adapter` is
+    given, sites and their shapes, widths, links, arrays and their shapes)."""
     placements = plan.placements
+    _check_model(saved, adapter)
     if [p.slot for p in placements] != saved["slots"]:
         raise ValueError("the saved links between representations do not match the rebuilt config")
     slots = list(interventions)
@@ -176,6 +297,20 @@ def restore_interventions(plan, interventions, saved: dict, weights: dict[str, n
                 f"{p.site.describe()} is {slots[p.slot].embed_dim} wide in this model but the save was made "
                 f"for width {width}: the save does not match the model"
             )
+    if "sites" not in saved:
+        warnings.warn(
+            "this save was written before jaxvene recorded the model and its sites (format version "
+            f"{saved.get('version', 1)}): only the widths were checked, so a save from another model "
+            "of the same width would load without an error. Save it again to record them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    _check_sites(plan, saved, adapter)
+    dims = saved.get("interchange_dims")
+    if dims is not None:
+        if len(dims) != len(slots):
+            raise ValueError(f"the save has {len(dims)} interchange dims for {len(slots)} interventions")
+        slots = [iv if iv.interchange_dim == d else iv.set_interchange_dim(d) for iv, d in zip(slots, dims)]
     for slot, iv in enumerate(slots):
         prefix = f"slot{slot}."
         given = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
