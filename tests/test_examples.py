@@ -1,4 +1,9 @@
-"""The worked examples and the demo run (reduced) and reproduce their findings."""
+"""The worked examples and the demo run and reproduce their findings.
+
+Each example runs its default argument path (what `python examples/<name>.py` runs), with the
+default sizes too where they cost little: a size-dependent bug (8 pairs of prompts of two
+lengths) once hid behind a reduced run. Only the DAS training runs reduced (fewer examples and
+epochs), and output folders are temporary."""
 
 import importlib.util
 import pathlib
@@ -27,6 +32,7 @@ def test_das_on_hierarchical_equality_finds_the_variables():
 
 
 def test_das_on_the_shipped_mlp():
+    """The default path (the shipped MLP), on a sixth of the training data."""
     example = _load("das_hierarchical_equality")
     result = example.run(das_train=20_000, das_epochs=8, progress=False)
     assert result["task_accuracy"] > 0.99
@@ -34,7 +40,7 @@ def test_das_on_the_shipped_mlp():
 
 
 def test_causal_tracing_example(tmp_path):
-    mean = _load("causal_tracing").main(n_facts=4, out=str(tmp_path))
+    mean = _load("causal_tracing").main(out=str(tmp_path))  # 24 facts: 2- and 3-token subjects, 4 relations
     assert mean["last subject token"][0] > 0.7, mean
     assert np.abs(mean["first word after subject"]).max() < 0.1, mean
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -46,7 +52,8 @@ def test_causal_tracing_example(tmp_path):
 
 def test_activation_patching_example():
     example = _load("activation_patching")
-    result = example.main(n_pairs=3)
+    result = example.main()  # 8 pairs (the default) crashed when some prompts were longer
+    assert len(result["pairs"]) == 8
     mean, (clean, corrupted) = result["mean"], result["pairs"][0]
     last = clean["subject_token_positions"][-1]
     assert mean[0, last] > 0.6 and abs(mean[0, last + 1]) < 0.1, mean
@@ -63,14 +70,15 @@ def test_activation_patching_example():
 
 
 def test_steering_example():
-    rate = _load("steering_generation").main(n_test=6)
-    assert rate >= 5 / 6
+    rate = _load("steering_generation").main()
+    assert rate >= 0.9, rate
 
 
 def test_compiled_sweep_example():
     example = _load("compiled_sweep")
-    result = example.main(n_pairs=3, loop_cells=1)
+    result = example.main()
     clean, corrupted, good, bad = result["inputs"]
+    assert len(clean) == 16
     model, _ = example.load_facts_model()
     # a cell of the sweep equals the same patch through pyvene's interface
     import jaxvene as jv
@@ -82,7 +90,8 @@ def test_compiled_sweep_example():
         {"input_ids": corrupted}, [{"input_ids": clean}], {"sources->base": example.cell_locations(3, 8, len(clean))}
     )
     logits = np.asarray(out.logits)[:, -1]
-    expected = np.mean(logits[np.arange(3), good] - logits[np.arange(3), bad])
+    rows = np.arange(len(clean))
+    expected = np.mean(logits[rows, good] - logits[rows, bad])
     np.testing.assert_allclose(result["table"][1, 3, 8], expected, atol=1e-4)
 
 
