@@ -231,7 +231,7 @@ def train_interventions(
     for _ in range(epochs):
         for batch in batches:
             state, value = step(state, batch, params)
-            losses.append(float(value))
+            losses.append(value)  # a device scalar: read back once, after the loop (no per-step sync)
             if on_step is not None:
                 ivs = on_step(int(state.step), interventions_of(state))
                 trainable, frozen = eqx.partition(ivs, trainable_filter(ivs))
@@ -241,7 +241,7 @@ def train_interventions(
     if bar is not None:
         bar.close()
     model.set_intervention_params(interventions_of(state))
-    return losses
+    return [float(v) for v in jax.device_get(losses)]
 
 
 def evaluate_iia(model, batches: Iterable[dict], params=None) -> float:
