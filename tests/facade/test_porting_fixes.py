@@ -12,6 +12,7 @@ import pytest
 
 import jaxvene as jv
 from jaxvene._facade._saving import read_save, restore_interventions, save_intervenable
+from jaxvene.core._locations import broadcast_subspaces, expand_subspaces
 
 torch = pytest.importorskip("torch")
 pv = pytest.importorskip("pyvene")
@@ -55,16 +56,14 @@ LINKED = [
 ]
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_subspaces_whose_first_entry_is_none(pair, batch):
-    """pyvene's test_linked_intervention_and_weights_sharing: `subspaces=[None, [[1]] * B]` (the
+def test_subspaces_whose_first_entry_is_none(pair):
+    """pyvene's test_linked_intervention_and_weights_sharing: `subspaces=[None, [[1]]]` (the
     depth was read from the first entry, None), and the mirrored call gives the same output."""
     torch_model, flax_model = pair
-    base, src = BASE[:batch], SRC[:batch]
-    at = [[4]] * batch
+    base, src = BASE[:1], SRC[:1]
     calls = [
-        ([None, src], {"sources->base": ([None, at], [None, at])}, [None, [[1]] * batch]),
-        ([src, None], {"sources->base": ([at, None], [at, None])}, [[[1]] * batch, None]),
+        ([None, src], {"sources->base": ([None, [[4]]], [None, [[4]]])}, [None, [[1]]]),
+        ([src, None], {"sources->base": ([[[4]], None], [[[4]], None])}, [[[1]], None]),
     ]
     outs = []
     for sources, locations, subspaces in calls:
@@ -75,6 +74,15 @@ def test_subspaces_whose_first_entry_is_none(pair, batch):
     np.testing.assert_array_equal(outs[0], outs[1])
     plain = np.asarray(flax_model(base).logits)
     assert np.abs(outs[0] - plain).max() > 1e-3  # the second partition was patched
+
+
+def test_per_intervention_subspaces_for_a_batch():
+    """`[None, [[1]] * 16]` (the DAS tutorial's form) is one entry per intervention, by hand."""
+    assert broadcast_subspaces([None, [[1]] * 16], 2, 16) == [None, [[1]] * 16]
+    assert broadcast_subspaces([[[0, 1]] * 16, None], 2, 16) == [[[0, 1]] * 16, None]
+    assert broadcast_subspaces([0, 1], 2, 3) == [[[0, 1]] * 3] * 2  # a flat list of ints: everywhere
+    assert broadcast_subspaces(np.array([[[1]] * 3, [[0]] * 3]), 2, 3) == [[[1]] * 3, [[0]] * 3]
+    np.testing.assert_array_equal(expand_subspaces([[1]] * 16, 16, ((0, 1), (2, 3)), 4, "s"), [[2, 3]] * 16)
 
 
 # ---------------------------------------------------------------- 4. locations as arrays, floats refused
