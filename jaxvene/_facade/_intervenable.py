@@ -538,7 +538,7 @@ class IntervenableModel:
             intervention_params=self.intervention_params,
             adapter=self.adapter,
         )
-        save_intervenable(view, save_directory)
+        save_intervenable(view, save_directory, adapter=self.adapter)
 
     @staticmethod
     def load(load_directory: str, model) -> IntervenableModel:
@@ -546,7 +546,9 @@ class IntervenableModel:
         config, saved, weights = read_save(load_directory)
         intervenable = IntervenableModel(config, model)
         intervenable.set_intervention_params(
-            restore_interventions(intervenable.plan(), intervenable.intervention_params(), saved, weights)
+            restore_interventions(
+                intervenable.plan(), intervenable.intervention_params(), saved, weights, adapter=intervenable.adapter
+            )
         )
         return intervenable
 

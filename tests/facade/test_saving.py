@@ -70,7 +70,14 @@ def test_bad_saves_are_rejected_clearly(flax_gpt2, flax_llama, tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         jv.IntervenableModel.load(str(tmp_path), flax_gpt2)
     config.write_text(text)
+    import transformers
+
+    wider = transformers.FlaxGPT2LMHeadModel(  # the same family, width 32: the widths are what differ
+        transformers.GPT2Config(n_embd=32, n_layer=4, n_head=4, vocab_size=50, n_positions=32), seed=0
+    )
     with pytest.raises(ValueError, match="32 wide in this model but the save was made for width 24"):
+        jv.IntervenableModel.load(str(tmp_path), wider)
+    with pytest.raises(ValueError, match="made on a gpt2 model .* loaded onto a llama model"):
         jv.IntervenableModel.load(str(tmp_path), flax_llama)
     saved = json.loads(text)
     saved["intervention_types"][0] = "os.system"
@@ -105,3 +112,18 @@ def test_pyvene_saved_low_rank_weights_load(tmp_path):
     path.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a readable PyTorch state dict"):
         jv.load_pyvene_intervention(str(path), jv.LowRankRotatedSpaceIntervention(24, low_rank_dimension=3))
+
+
+def test_the_facade_refuses_a_save_of_another_family_of_the_same_width(tmp_path):
+    """LLaMA and Mistral share tap names and widths: only the recorded family tells them apart,
+    so `IntervenableModel.save`/`load` must hand the adapter to the saving code."""
+    raw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    llama = jv.NativeDecoder.random({"model_type": "llama", "vocab_size": 50, **raw}, scale=0.3)
+    mistral = jv.NativeDecoder.random({"model_type": "mistral", "vocab_size": 50, **raw}, scale=0.3)
+    config = jv.IntervenableConfig(
+        [{"layer": 1, "component": "block_output"}], intervention_types=jv.RotatedSpaceIntervention
+    )
+    jv.IntervenableModel(config, llama).save(str(tmp_path))
+    jv.IntervenableModel.load(str(tmp_path), llama)
+    with pytest.raises(ValueError, match="made on a llama model .* loaded onto a mistral model"):
+        jv.IntervenableModel.load(str(tmp_path), mistral)
