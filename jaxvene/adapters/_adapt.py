@@ -9,7 +9,6 @@ lists any model's sites.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import jax.numpy as jnp
@@ -21,17 +20,19 @@ from ._stack import LayerStack
 
 __all__ = ["adapt", "layer_stack", "list_sites"]
 
-_adapters: weakref.WeakKeyDictionary[Any, ModelAdapter] = weakref.WeakKeyDictionary()
+#: where a model keeps its adapter: on the model itself, so that the adapter (which refers to
+#: the model) lives exactly as long as the model does (a weak-key dictionary would keep every
+#: model alive through its value)
+_ATTRIBUTE = "_jaxvene_adapter"
 
 
 def adapt(model: Any) -> ModelAdapter:
     """The adapter for `model` (a HuggingFace Flax model, a native model, or an adapter)."""
     if isinstance(model, (HFFlaxAdapter, FunctionAdapter)):
         return model
-    try:
-        return _adapters[model]
-    except (KeyError, TypeError):
-        pass
+    cached = getattr(model, "__dict__", {}).get(_ATTRIBUTE)
+    if cached is not None:
+        return cached
     if hasattr(model, "jaxvene_adapter"):  # models that describe their own sites
         adapter = model.jaxvene_adapter()
     elif hasattr(model, "module") and hasattr(model, "params") and hasattr(model, "config"):
@@ -45,8 +46,8 @@ def adapt(model: Any) -> ModelAdapter:
             "jaxvene.FlaxModuleAdapter or jaxvene.equinox_adapter."
         )
     try:
-        _adapters[model] = adapter
-    except TypeError:  # not weak-referenceable: a new adapter per call
+        object.__setattr__(model, _ATTRIBUTE, adapter)
+    except (AttributeError, TypeError):  # no attributes (slots): a new adapter per call
         pass
     return adapter
 
