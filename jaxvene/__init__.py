@@ -48,6 +48,7 @@ from .analysis import causal_trace as causal_trace
 from .analysis import sweep as sweep
 from .core import IntervenableConfig as IntervenableConfig
 from .core import RepresentationConfig as RepresentationConfig
+from .core import enable_compilation_cache as enable_compilation_cache
 from .core import scan_layers as scan_layers
 from .core import tap as tap
 from .families import register_family as register_family

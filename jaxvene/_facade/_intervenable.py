@@ -4,6 +4,11 @@ It resolves the config once (sites, intervention objects, groups, links), then e
 pyvene's nested arguments into checked arrays and runs one jitted program. Locations and
 subspaces are data, so new positions reuse the compiled program; a new set of sites, a change
 of input shape or of which arguments are `None` compiles a new one.
+
+The programs are shared by every instance (see :mod:`jaxvene.core._programs`): they are
+module-level jitted functions of the model's *structure*, the plan, the params and the inputs,
+so a new `IntervenableModel` whose model structure, plan and input shapes equal an earlier
+one's runs the program that one compiled, whatever the weights.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..adapters._adapt import adapt
+from ..core import _programs
 from ..core._config import IntervenableConfig
+from ..core._generate import generate as _generate
 from ..core._locations import (
     broadcast_sources,
     broadcast_subspaces,
@@ -28,6 +35,7 @@ from ..core._locations import (
     placement_locations,
 )
 from ..core._plan import Placement, Plan, build_plan
+from ..core._programs import Structure
 from ..core._protocols import CachedDecoder, require
 from ..core._run import run
 from ..interventions._basic import Intervention
@@ -167,6 +175,67 @@ def _as_config(config) -> IntervenableConfig:
     return IntervenableConfig(config)
 
 
+# ---------------------------------------------------------------------------- shared programs
+# One jitted function per kind of call, for every instance: the model enters as a `Structure`
+# (static, compared by architecture and config), the plan is static, everything else is data.
+
+
+@eqx.filter_jit
+def _intervened(
+    model: Structure, plan: Plan, params, interventions, base, sources, locations, subspaces, constants, key
+):
+    _programs.count_trace()
+    return run(model.adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key)
+
+
+@eqx.filter_jit
+def _plain(model: Structure, params, inputs):
+    _programs.count_trace()
+    return model.adapter.apply(params, inputs)
+
+
+@eqx.filter_jit
+def _generation(model: Structure, plan: Plan, settings: tuple, params, interventions, base, sources, locations,
+                subspaces, constants, key, prompt_active, step_mask, sample_key):  # fmt: skip
+    _programs.count_trace()
+    max_new_tokens, do_sample, temperature = settings
+    return _generate(
+        model.adapter,
+        plan,
+        params,
+        interventions,
+        base,
+        sources,
+        locations,
+        subspaces,
+        constants,
+        key,
+        max_new_tokens=max_new_tokens,
+        prompt_active=prompt_active,
+        step_mask=step_mask,
+        do_sample=do_sample,
+        temperature=temperature,
+        sample_key=sample_key,
+    )
+
+
+def _signature(*trees) -> tuple:
+    """What decides which compiled program a call runs: the tree structure, the arrays' shapes
+    and dtypes, and the other leaves (static)."""
+    leaves, treedef = jax.tree_util.tree_flatten(trees)
+    described: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+            described.append((leaf.shape, str(leaf.dtype), bool(getattr(leaf, "weak_type", False))))
+        else:
+            try:
+                hash(leaf)
+                described.append(leaf)
+            except TypeError:
+                described.append(("object", id(leaf)))
+    return treedef, tuple(described)
+
+
 class IntervenableModel:
     """A model with interventions, called like pyvene's `IntervenableModel`.
 
@@ -185,12 +254,14 @@ class IntervenableModel:
     :meth:`intervention_params` give its static and traced arguments.
     """
 
-    def __init__(self, config, model, use_fast: bool = False, as_adaptor: bool = False, **kwargs):
+    def __init__(self, config, model, use_fast: bool = False, as_adaptor: bool = False, *, params=None, **kwargs):
         if as_adaptor:
             raise NotImplementedError("as_adaptor is not supported yet")
         self.config = _as_config(config)
         self.model = model
         self.adapter = adapt(model)
+        self._params = params
+        self._structure = Structure(self.adapter)
         self.mode = self.config.mode
         self.use_fast = use_fast  # accepted for pyvene compatibility; locations are always per example
         built = build_plan(self.adapter, self.config)
@@ -199,9 +270,21 @@ class IntervenableModel:
         self._slots = list(built.interventions)
         self._plan = built.plan
         self._handles: dict[int, InterventionHandle] = {}
-        self._compiled: Callable | None = None
-        self._plain: Callable | None = None
-        self.trace_count = 0  # how many times the intervened program was traced (compiled)
+        self._signatures: set = set()
+
+    @property
+    def trace_count(self) -> int:
+        """How many compiled programs this model's intervened calls have needed: one per plan
+        and input shapes (new locations, subspaces or weights need none). Each program is
+        compiled once per process, by the first model of the same structure that needs it;
+        `jaxvene.core._programs.traces()` counts the compilations themselves."""
+        return len(self._signatures)
+
+    @property
+    def params(self):
+        """The model params the calls use: those given as `params=` (e.g. sharded over a
+        mesh), else the model's own (`model.params`, read at each call)."""
+        return self.adapter.params if self._params is None else self._params
 
     # ------------------------------------------------------------------ interventions
     @property
@@ -237,16 +320,39 @@ class IntervenableModel:
             raise ValueError(f"expected {len(self._slots)} interventions, got {len(interventions)}")
         self._slots = list(interventions)
 
-    def _program(self):
-        if self._compiled is None:
-            adapter, plan = self.adapter, self._plan
+    def _program(self, plan: Plan | None = None) -> Callable:
+        """The jitted intervened call, `(params, interventions, base, sources, locations,
+        subspaces, constants, key) -> (outputs, collected)`: the shared program for this
+        model's structure and plan (`plan`, default this model's)."""
+        structure, plan = self._structure, self._plan if plan is None else plan
 
-            def program(params, interventions, base, sources, locations, subspaces, constants, key):
-                self.trace_count += 1
-                return run(adapter, plan, params, interventions, base, sources, locations, subspaces, constants, key)
+        def program(params, interventions, base, sources, locations, subspaces, constants, key):
+            args = (params, interventions, base, sources, locations, subspaces, constants, key)
+            self._signatures.add(_signature(*args))
+            return _intervened(structure, plan, *args)
 
-            self._compiled = eqx.filter_jit(program)
-        return self._compiled
+        return program
+
+    def _sharing_sources(self, given, prepared: list) -> tuple[Plan, list]:
+        """In parallel mode, groups fed by the same input (the same object, as in pyvene's
+        tutorials: `[None] + [base] * n`) share one source run: the plan's placements point to
+        the first such group and the others get `None`. A source run is a plain forward pass,
+        so this changes no number, only how many passes are traced, compiled and run."""
+        plan = self._plan
+        if plan.mode != "parallel" or given is None or plan.num_groups < 2:
+            return plan, prepared
+        given = broadcast_sources(given, plan.num_groups)
+        first = []
+        for g, src in enumerate(given):
+            first.append(next((h for h in range(g) if src is not None and given[h] is src), g))
+        if first == list(range(plan.num_groups)):
+            return plan, prepared
+        merged = self.__dict__.setdefault("_merged_plans", {})
+        signature = tuple(first)
+        if signature not in merged:
+            placements = tuple(dataclasses.replace(p, group=first[p.group]) for p in plan.placements)
+            merged[signature] = dataclasses.replace(plan, placements=placements)
+        return merged[signature], [src if first[g] == g else None for g, src in enumerate(prepared)]
 
     # ------------------------------------------------------------------ calling
     def prepare(self, base, sources=None, unit_locations=None, subspaces=None, source_representations=None):
@@ -367,26 +473,31 @@ class IntervenableModel:
         use_cache=None,
         intervention_additional_kwargs=None,
         key=None,
+        params=None,
     ):
         """pyvene's `forward`: returns `(original_or_None, intervened)`, with the collected
         activations as `((original, collected), intervened)` when a Collect intervention exists.
+
+        `params` (jaxvene's addition) replaces the model params for this call (see
+        :attr:`params`); they enter the compiled program as an argument, so params sharded
+        over a mesh stay sharded (nothing gathers them first).
         """
         if intervention_additional_kwargs:
             raise NotImplementedError("intervention_additional_kwargs is not supported yet")
+        params = self.params if params is None else params
         base_in, sources_in, locations, subs, constants = self.prepare(
             base, sources, unit_locations, subspaces, source_representations
         )
-        outputs, collected = self._program()(
-            self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key
+        plan, sources_in = self._sharing_sources(sources, sources_in)
+        outputs, collected = self._program(plan)(
+            params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key
         )
         if labels is not None:
             outputs = dict(outputs, loss=causal_lm_loss(outputs["logits"], jnp.asarray(_np(labels))))
         intervened = self.adapter.wrap_output(outputs)
         original = None
         if output_original_output:
-            if self._plain is None:
-                self._plain = jax.jit(self.adapter.apply)
-            original = self.adapter.wrap_output(self._plain(self.adapter.params, base_in))
+            original = self.adapter.wrap_output(_plain(self._structure, params, base_in))
         collected_list = [
             collected[i]
             for i, p in enumerate(self._plan.placements)
@@ -416,6 +527,7 @@ class IntervenableModel:
         temperature: float = 1.0,
         timesteps=None,
         key=None,
+        params=None,
         **generation_kwargs,
     ):
         """Generate with interventions (jaxvene's own decode loop with a KV cache).
@@ -436,6 +548,7 @@ class IntervenableModel:
           above says for steps; `timesteps=[]` for none, `"all"` for all.
 
         Sampling (`do_sample=True`) draws from `softmax(logits / temperature)` with `key`.
+        `params` replaces the model params for this call, as in :meth:`__call__`.
         """
         require(self.adapter, CachedDecoder, "IntervenableModel.generate")
         if intervention_additional_kwargs:
@@ -465,65 +578,23 @@ class IntervenableModel:
         base_in, sources_in, locations, subs, constants = self.prepare(
             base, sources, unit_locations, subspaces, source_representations
         )
-        program = self._generation_program(max_new_tokens, do_sample, float(temperature))
+        settings = (int(max_new_tokens), bool(do_sample), float(temperature))
         sample_key = None if key is None else jax.random.fold_in(key, 0x5A3)
-        args = (self.adapter.params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key)
-        tokens, prompt_collected, step_collected = program(
-            *args, jnp.asarray(intervene_on_prompt), step_mask, sample_key
-        )
+        params = self.params if params is None else params
+        plan, sources_in = self._sharing_sources(sources, sources_in)
+        args = (params, tuple(self._slots), base_in, sources_in, locations, subs, constants, key)
+        program = lambda *rest: _generation(self._structure, plan, settings, *args, *rest)
+        tokens, prompt_collected, step_collected = program(jnp.asarray(intervene_on_prompt), step_mask, sample_key)
         sequences = jnp.concatenate([base_in["input_ids"], tokens], axis=1)
         original = None
         if output_original_output:
-            plain, _, _ = program(*args, jnp.asarray(False), np.zeros((steps,), bool), sample_key)
+            plain, _, _ = program(jnp.asarray(False), np.zeros((steps,), bool), sample_key)
             original = jnp.concatenate([base_in["input_ids"], plain], axis=1)
         collects = [i for i, p in enumerate(self._plan.placements) if self._slots[p.slot].collects]
         if collects:
             collected = [(prompt_collected[i], step_collected[i] if step_collected else None) for i in collects]
             return (original, collected), sequences
         return original, sequences
-
-    def _generation_program(self, max_new_tokens, do_sample, temperature):
-        cache = self.__dict__.setdefault("_generation_programs", {})
-        signature = (max_new_tokens, do_sample, temperature)
-        if signature not in cache:
-            from ..core._generate import generate
-
-            adapter, plan = self.adapter, self._plan
-
-            def program(
-                params,
-                interventions,
-                base,
-                sources,
-                locations,
-                subspaces,
-                constants,
-                key,
-                prompt_active,
-                step_mask,
-                sample_key,
-            ):
-                return generate(
-                    adapter,
-                    plan,
-                    params,
-                    interventions,
-                    base,
-                    sources,
-                    locations,
-                    subspaces,
-                    constants,
-                    key,
-                    max_new_tokens=max_new_tokens,
-                    prompt_active=prompt_active,
-                    step_mask=step_mask,
-                    do_sample=do_sample,
-                    temperature=temperature,
-                    sample_key=sample_key,
-                )
-
-            cache[signature] = eqx.filter_jit(program)
-        return cache[signature]
 
     # ------------------------------------------------------------------ saving
     def save(self, save_directory: str) -> None:
@@ -564,7 +635,7 @@ class IntervenableModel:
     def count_parameters(self, include_model: bool = False) -> int:
         count = sum(int(np.prod(x.shape)) for x in self.get_trainable_parameters())
         if include_model:
-            model_arrays = jax.tree_util.tree_leaves(eqx.filter(self.adapter.params, eqx.is_array))
+            model_arrays = jax.tree_util.tree_leaves(eqx.filter(self.params, eqx.is_array))
             count += sum(int(np.prod(x.shape)) for x in model_arrays)
         return count
 
@@ -614,10 +685,13 @@ class IntervenableModel:
         N-th GPU, as in torch) or a `torch.device`. A platform JAX does not have raises. The
         model's params are replaced on the model (`model.params`, for HF Flax models and
         `jv.NativeDecoder`); for a model whose adapter holds its own params this raises: put
-        them with `jax.device_put` before wrapping, or pass `set_model=False`.
+        them with `jax.device_put` before wrapping, or pass `set_model=False`. Params given as
+        `IntervenableModel(..., params=)` are moved instead of the model's.
         """
         target = _jax_device(device)
-        if set_model:
+        if set_model and self._params is not None:
+            self._params = _put(self._params, target)
+        elif set_model:
             params = _put(self.adapter.params, target)
             holder = self.model
             if not hasattr(holder, "params"):
@@ -632,7 +706,7 @@ class IntervenableModel:
     def get_device(self):
         """pyvene's `get_device`: the `jax.Device` that holds the model's params (an error when
         they are spread over several)."""
-        leaves = [x for x in jax.tree_util.tree_leaves(self.adapter.params) if isinstance(x, jax.Array)]
+        leaves = [x for x in jax.tree_util.tree_leaves(self.params) if isinstance(x, jax.Array)]
         devices = set().union(*(x.devices() for x in leaves)) if leaves else {jax.devices()[0]}
         if len(devices) != 1:
             raise ValueError(

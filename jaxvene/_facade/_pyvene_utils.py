@@ -298,7 +298,7 @@ def train_alignment(
     if accumulate > 1:
         optimizer = optax.MultiSteps(optimizer, every_k_schedule=accumulate)
     temperatures = np.linspace(50.0, 0.1, updates, dtype=np.float32)
-    adapter, plan, params = model.adapter, model.plan(), model.adapter.params
+    adapter, plan, params = model.adapter, model.plan(), model.params
 
     def loss(trainable, static, batch, params):
         outputs, _ = run(
@@ -365,7 +365,7 @@ def eval_alignment(model, eval_dataloader, compute_metrics: Callable, inputs_col
     for inputs in eval_dataloader:
         batch = _alignment_batch(model, inputs, inputs_collator)
         outputs, _ = model._program()(
-            model.adapter.params,
+            model.params,
             model.intervention_params(),
             batch["base"],
             batch["sources"],

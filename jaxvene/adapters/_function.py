@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core._hooks import flax_apply, handling, tap
+from ..core._programs import identity
 from ..core._sites import Site, normalise_path
 
 __all__ = ["FunctionAdapter", "FlaxModuleAdapter", "equinox_adapter", "Tapped"]
@@ -92,6 +93,13 @@ class FunctionAdapter:
 
     def apply(self, params, inputs):
         return self.fn(params, inputs)
+
+    def structure_key(self) -> tuple:
+        """The function itself (held weakly) and the component names: two adapters of the same
+        function share compiled programs, whatever their params (the params' own static
+        structure, e.g. an Equinox model's fields, is part of each program's signature)."""
+        components = tuple(sorted(self.component_map.items()))
+        return (identity(self.fn), components, self.num_layers)
 
     def wrap_output(self, outputs):
         return outputs
@@ -242,5 +250,10 @@ def equinox_adapter(model: eqx.Module, example_inputs, where: Mapping[str, Calla
     """
     names = list(where)
     tapped = eqx.tree_at(lambda m: [where[n](m) for n in names], model, [Tapped(where[n](model), n) for n in names])
-    call = call or (lambda m, inputs: m(inputs))
-    return FunctionAdapter(call, tapped, example_inputs)
+    return FunctionAdapter(call or _call_model, tapped, example_inputs)
+
+
+def _call_model(model, inputs):
+    """:func:`equinox_adapter`'s default call (one function for every adapter, so adapters of
+    models of the same structure share compiled programs)."""
+    return model(inputs)

@@ -7,6 +7,8 @@ the attention mask, so left-padded batches get the positions the model was train
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..core._hooks import flax_apply, handling
 from ..core._positions import position_ids_from_mask
+from ..core._programs import identity
 from ..core._protocols import CachedDecoder, LayerwiseModel
 from ..core._sites import Site, normalise_path
 from ..families._registry import family_for
@@ -48,6 +51,7 @@ class HFFlaxAdapter:
         self.vocab_size = int(getattr(self.config, "vocab_size", 0) or 0)
         self.head_counts = dict(self.family.heads(self.config))
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._absent: set[str] = set()  # taps asked for that the model never reports
 
     @property
     def params(self):
@@ -56,6 +60,23 @@ class HFFlaxAdapter:
     @property
     def components(self) -> tuple[str, ...]:
         return tuple(self.family.components)
+
+    def structure_key(self) -> tuple:
+        """What `apply` computes, without the weights: the module's class and fields (the
+        config as JSON, the dtype), the family table and where the layers sit. Equal for two
+        models that differ only in their params, so they share compiled programs (see
+        :mod:`jaxvene.core._programs`)."""
+        if "_structure_key" not in self.__dict__:
+            fields = []
+            for field in dataclasses.fields(self.module):
+                if field.name in ("parent", "name"):
+                    continue
+                value = getattr(self.module, field.name)
+                if hasattr(value, "to_dict"):  # a transformers config
+                    value = {k: v for k, v in value.to_dict().items() if k not in _NOT_STRUCTURE}
+                fields.append((field.name, json.dumps(value, sort_keys=True, default=str)))
+            self._structure_key = (type(self.module), tuple(fields), identity(self.family), self.prefix)
+        return self._structure_key
 
     # ------------------------------------------------------------------ sites
     def layer_path(self, layer: int, stack: str | None = None) -> str:
@@ -105,21 +126,27 @@ class HFFlaxAdapter:
         return result
 
     def tap_shapes(self, taps) -> dict[str, tuple[int, ...]]:
-        """Shapes of tap values for a `(1, 4)` input, from one abstract trace (no compute)."""
-        missing = [t for t in taps if t not in self._shapes]
+        """Shapes of tap values for a `(1, 4)` input, from one abstract trace (no compute).
+
+        The trace records every module call's taps, not only those asked for, so a loop that
+        builds one config per layer traces the model once, not once per layer (taps that need
+        a module override are recorded when first asked for)."""
+        missing = [t for t in taps if t not in self._shapes and t not in self._absent]
         if missing:
             seen: dict[str, tuple[int, ...]] = {}
 
             def record(name, value):
-                seen.setdefault(name, tuple(value.shape))
+                if hasattr(value, "shape"):
+                    seen.setdefault(name, tuple(value.shape))
                 return value
 
             def run(params):
-                with handling(record, missing, self.overrides(set(missing))):
+                with handling(record, None, self.overrides(set(missing))):
                     return self.apply(params, self.dummy_inputs())
 
             jax.eval_shape(run, self.params)
             self._shapes.update(seen)
+            self._absent.update(t for t in missing if t not in seen)
         return {t: self._shapes[t] for t in taps if t in self._shapes}
 
     def _check_tap_exists(self, tap: str, component: str) -> None:
@@ -338,6 +365,8 @@ class HFFlaxAdapter:
 
 
 _INTEGER_INPUTS = ("input_ids", "decoder_input_ids", "token_type_ids")
+#: config entries that name a checkpoint rather than describe the computation
+_NOT_STRUCTURE = ("_name_or_path", "transformers_version", "architectures")
 
 
 def _check_integers(name: str, value) -> None:

@@ -29,6 +29,9 @@ from ._plan import BuiltPlan as BuiltPlan
 from ._plan import Placement as Placement
 from ._plan import Plan as Plan
 from ._plan import build_plan as build_plan
+from ._programs import Structure as Structure
+from ._programs import enable_compilation_cache as enable_compilation_cache
+from ._programs import structure_key as structure_key
 from ._protocols import CachedDecoder as CachedDecoder
 from ._protocols import LayerwiseModel as LayerwiseModel
 from ._protocols import MissingCapability as MissingCapability

@@ -88,6 +88,12 @@ class DecoderAdapter:
     def components(self) -> tuple[str, ...]:
         return tuple(COMPONENTS)
 
+    def structure_key(self) -> tuple:
+        """What `apply` computes, without the weights: the (hashable) config, whether layers
+        are rematerialised and how the batch is sharded. Models that differ only in their
+        params share compiled programs."""
+        return (self.config, bool(self.model.remat), getattr(self.model, "batch_sharding", None))
+
     # ------------------------------------------------------------------ sites
     def site(self, component: str, layer: int = 0) -> Site:
         if component in COMPONENTS:
