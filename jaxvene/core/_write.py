@@ -17,6 +17,11 @@ cell run the same code. The steps, for a tap value `value` and a :class:`~jaxven
    alone; an intervention may return a latent next to its output;
 5. **unflatten**, **scatter** the new units back, **unview**.
 
+The gather and the scatter are written per example (`vmap` over the batch), so XLA sees the
+batch as a parallel axis of both: with the batch sharded over devices each device reads and
+writes only its own examples. (Indexing with an explicit batch iota, `view[arange(B), loc]`,
+made XLA's partitioner all-gather the indices and the updates of a batch-sharded scatter.)
+
 Everything here is a pure function of arrays; which steps run is decided by static facts (the
 site, the unit, the intervention's class), so nothing here is traced twice.
 """
@@ -48,10 +53,8 @@ def gather(view: jax.Array, unit: str, loc: Location) -> jax.Array:
         return view
     if unit == "h.pos":
         heads, pos = loc
-        b = jnp.arange(view.shape[0])[:, None, None]
-        return view[b, heads[:, :, None], pos[:, None, :]]
-    idx = loc.reshape(loc.shape + (1,) * (view.ndim - 2))
-    return jnp.take_along_axis(view, idx, axis=1)
+        return jax.vmap(lambda v, h, p: v[h[:, None], p[None, :]])(view, heads, pos)
+    return jax.vmap(lambda v, i: v[i])(view, loc)
 
 
 def scatter(view: jax.Array, unit: str, loc: Location, new: jax.Array) -> jax.Array:
@@ -63,10 +66,8 @@ def scatter(view: jax.Array, unit: str, loc: Location, new: jax.Array) -> jax.Ar
         return new
     if unit == "h.pos":
         heads, pos = loc
-        b = jnp.arange(view.shape[0])[:, None, None]
-        return view.at[b, heads[:, :, None], pos[:, None, :]].set(new)
-    b = jnp.arange(view.shape[0])[:, None]
-    return view.at[b, loc].set(new)
+        return jax.vmap(lambda v, h, p, n: v.at[h[:, None], p[None, :]].set(n))(view, heads, pos, new)
+    return jax.vmap(lambda v, i, n: v.at[i].set(n))(view, loc, new)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
