@@ -69,7 +69,11 @@ for _module in (_basic, _rot, _masks):
 def _leaves(iv) -> dict[str, np.ndarray]:
     arrays = eqx.filter(iv, eqx.is_array)
     flat, _ = jax.tree_util.tree_flatten_with_path(arrays)
-    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(leaf) for path, leaf in flat}
+    out = {}
+    for path, leaf in flat:
+        name = jax.tree_util.keystr(path).lstrip(".")
+        out[name] = _host(leaf, name)
+    return out
 
 
 def _plain(value):
@@ -125,13 +129,16 @@ def save_intervenable(model, directory: str, adapter=None) -> None:
     `model` is an `IntervenableModel` (or an object with its `mode`, `config`, `sorted_keys`,
     `plan()` and `intervention_params()`); `adapter` (default `model.adapter`) is the model
     adapter whose family, `model_type` and site shapes the save records.
+
+    On several processes (`jax.distributed`) every process may call it (SPMD code runs the
+    same lines everywhere): each checks and reads the weights, only process 0 writes. There is
+    no barrier: another process that loads the save must wait for process 0 to finish it.
     """
     from safetensors.numpy import save
 
     adapter = getattr(model, "adapter", None) if adapter is None else adapter
     placements = model.plan().placements
     slots = model.intervention_params()
-    os.makedirs(directory, exist_ok=True)
     reps, types = [], []
     for key, rep, p in zip(model.sorted_keys, model.config.representations, placements):
         iv = slots[p.slot]  # the module itself, whatever model.interventions holds
@@ -167,8 +174,22 @@ def save_intervenable(model, directory: str, adapter=None) -> None:
     for slot, iv in enumerate(slots):
         for name, array in _leaves(iv).items():
             weights[f"slot{slot}.{name}"] = np.ascontiguousarray(array)
+    if jax.process_index() != 0:
+        return  # on several processes one writes (the arrays were checked above on every one)
+    os.makedirs(directory, exist_ok=True)
     atomic_write(os.path.join(directory, WEIGHTS_FILE), save(weights, metadata={"format": FORMAT}))
     atomic_write(os.path.join(directory, CONFIG_FILE), json.dumps(config, indent=2).encode())
+
+
+def _host(array, name: str) -> np.ndarray:
+    """`array` on the host. An array spread over several processes' devices can be read only
+    when each process holds all of it (replicated, as trained interventions are)."""
+    if isinstance(array, jax.Array) and not array.is_fully_addressable and not array.is_fully_replicated:
+        raise ValueError(
+            f"intervention array {name} is split over devices of several processes; replicate it before "
+            "saving (e.g. jax.device_put(x, NamedSharding(mesh, PartitionSpec())))"
+        )
+    return np.asarray(array)
 
 
 def _read_config(directory: str) -> dict:

@@ -14,8 +14,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from .._hosts import local_values
 from ..core._hooks import flax_apply, handling
 from ..core._positions import position_ids_from_mask
 from ..core._programs import identity
@@ -217,7 +217,7 @@ class HFFlaxAdapter:
             ids = inputs.get(name)
             if ids is None or isinstance(ids, jax.core.Tracer) or not self.vocab_size:
                 continue
-            ids = np.asarray(ids)
+            shape, ids = ids.shape, local_values(ids)  # across processes: this process's share
             if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
                 bad = int(ids.max()) if ids.max() >= self.vocab_size else int(ids.min())
                 raise ValueError(
@@ -225,8 +225,8 @@ class HFFlaxAdapter:
                     f"{self.vocab_size} tokens (valid ids are 0..{self.vocab_size - 1})."
                 )
             max_pos = getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
-            if max_pos is not None and ids.shape[1] > max_pos:
-                raise ValueError(f"{what} input has {ids.shape[1]} tokens; this model takes at most {max_pos}.")
+            if max_pos is not None and shape[1] > max_pos:
+                raise ValueError(f"{what} input has {shape[1]} tokens; this model takes at most {max_pos}.")
 
     def batch_size(self, inputs: Mapping) -> int:
         return int(next(iter(inputs.values())).shape[0])

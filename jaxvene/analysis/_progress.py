@@ -6,6 +6,7 @@ Sweeps and training show a tqdm bar (a widget in a notebook). It redraws at most
 its last line (the total, the time, the rate and the last loss) instead of erasing it. A
 postfix such as the loss may be a device array: it is read (a host sync) only when the bar
 redraws, so a training loop that shows its loss does not wait for the device at every step.
+On several processes (`jax.distributed`) only process 0 shows a bar.
 """
 
 from __future__ import annotations
@@ -61,8 +62,13 @@ class Progress:
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True, file=None) -> Progress | None:
-    """A :class:`Progress` bar, or None when disabled or tqdm is missing."""
+    """A :class:`Progress` bar, or None when disabled, tqdm is missing, or this is not
+    process 0 of several (one bar per job, not one per host)."""
     if not enabled:
+        return None
+    import jax
+
+    if jax.process_index() != 0:
         return None
     try:
         import tqdm.auto  # noqa: F401

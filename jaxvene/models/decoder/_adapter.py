@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from ..._hosts import local_values
 from ...core._hooks import handling
 from ...core._positions import position_ids_from_mask
 from ...core._sites import Site, normalise_path
@@ -191,7 +191,7 @@ class DecoderAdapter:
         ids = inputs.get("input_ids")
         if ids is None or isinstance(ids, jax.core.Tracer):
             return
-        ids = np.asarray(ids)
+        ids = local_values(ids)  # a batch spread over several processes: this process's share
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             bad = int(ids.max()) if ids.max() >= self.vocab_size else int(ids.min())
             raise ValueError(
