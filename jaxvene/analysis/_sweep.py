@@ -26,6 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..adapters._adapt import layer_stack
 from ..adapters._stack import LayerStack
@@ -112,9 +113,15 @@ def sweep(
       chunk_size: cells per compiled call; bounds memory.
       key: PRNG key for stochastic interventions (folded with the cell index).
       base_embedding: replaces the base's embeddings (e.g. corrupted ones for causal tracing).
-      params: the model's params (default: the model's own).
+      params: the model's params (default: the model's own), e.g. sharded over a mesh
+        (`jv.from_pretrained(..., mesh=, sharding=)`): they are used as they are, never
+        gathered or replicated outside the compiled program.
       subspaces: the intervention's subspaces, as for one intervention of `IntervenableModel`:
         a list of indices for every example, or one such list per example.
+
+    Inputs may be batch-sharded arrays (`jax.device_put` with a `NamedSharding`; on several
+    processes the global arrays of `jax.make_array_from_process_local_data`): the cells run
+    sharded and the metric's values come back replicated (read on every process).
 
     Each cell applies the intervention exactly as `IntervenableModel` does at that site
     (:func:`jaxvene.core.write`: the same view, gather, flatten, subspaces and scatter), so a
@@ -168,6 +175,7 @@ def sweep(
         sub_ids = expand_subspaces(entry, batch, iv.subspace_partition, iv.subspace_size, "sweep subspaces")
         subs = None if sub_ids is None else jnp.asarray(sub_ids)
 
+    out_sharding = _replicated_like(base_in["input_ids"])
     cached = clean_runs(stack, params, base_in, source_in, site, base_embedding)
     cells, grid_shape = _cells(unit, positions, heads)
     chunk = max(1, min(chunk_size, len(cells)))
@@ -206,6 +214,7 @@ def sweep(
                         chunk_keys,
                         jnp.asarray(metric_pos),
                         subs,
+                        out_sharding,
                     )
                 )
             )
@@ -236,9 +245,12 @@ def _run_chunk(
     keys,
     metric_positions,
     subspaces,
+    out_sharding=None,
 ):
     """The metric for a chunk of cells of one layer; compiled once per sweep configuration
-    (non-array arguments are static, arrays, the layer index included, are traced)."""
+    (non-array arguments are static, arrays, the layer index included, are traced). With
+    `out_sharding` the (small) metric values are replicated inside the program, so every
+    process can read them even when the batch is spread over several processes."""
     L = stack.num_layers
     batch = base_in["input_ids"].shape[0]
 
@@ -264,7 +276,19 @@ def _run_chunk(
         h = stack.run_layers(stacked, h, base_in, lo, handler=handler, taps={site.tap})
         return metric(stack.head(params, h[:, metric_positions]))
 
-    return jax.vmap(one_cell)(cells, keys)
+    out = jax.vmap(one_cell)(cells, keys)
+    if out_sharding is None:
+        return out
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, out_sharding), out)
+
+
+def _replicated_like(x) -> NamedSharding | None:
+    """A replicated sharding on the mesh `x` is sharded over, or None when `x` is not on a
+    mesh of several devices (then nothing needs replicating)."""
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
+        return NamedSharding(sharding.mesh, PartitionSpec())
+    return None
 
 
 def _check_range(values, limit, what):

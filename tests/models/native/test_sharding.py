@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxvene as jv
 from jaxvene.models.decoder import sharding_rules
@@ -115,3 +115,41 @@ def test_training_on_the_mesh_keeps_fsdp_params_sharded(pair, monkeypatch):
     on_mesh = _train_addition(sharded, mesh)
     assert seen[-1] == _specs(sharded.params)  # the step saw the FSDP x TP params, not replicas
     np.testing.assert_allclose(on_mesh, unsharded, rtol=1e-4)
+
+
+def test_causal_trace_and_a_batch_sharded_sweep_equal_the_unsharded_model(pair):
+    """`causal_trace(params=)` and `sweep(params=)` with FSDP x TP params, the sweep's batch
+    sharded over "data" too: the unsharded tables, and the params keep their sharding."""
+    plain, sharded, mesh = pair
+    before = _specs(sharded.params)
+    traces = [
+        jv.causal_trace(
+            m,
+            {"input_ids": IDS[:1]},
+            subject=[1, 2],
+            target=5,
+            key=jax.random.key(0),
+            samples=4,
+            components=("block_output", "mlp_output"),
+            progress=False,
+            params=m.params,
+        )
+        for m in (plain, sharded)
+    ]
+    for component in ("block_output", "mlp_output"):
+        np.testing.assert_allclose(traces[1].scores[component], traces[0].scores[component], atol=1e-5)
+    np.testing.assert_allclose(
+        [traces[1].clean, traces[1].corrupted], [traces[0].clean, traces[0].corrupted], atol=1e-6
+    )
+
+    def metric(logits):
+        return logits[:, -1, 5]  # per example: (B,), batch-sharded inside the program
+
+    data = NamedSharding(mesh, PartitionSpec("data"))
+    ids, src = jax.device_put(IDS, data), jax.device_put(SRC, data)
+    grid = jv.sweep(
+        sharded, {"input_ids": ids}, {"input_ids": src}, metric=metric, params=sharded.params, progress=False
+    )
+    want = jv.sweep(plain, {"input_ids": IDS}, {"input_ids": SRC}, metric=metric, progress=False)
+    np.testing.assert_allclose(grid, want, atol=1e-4)
+    assert _specs(sharded.params) == before
