@@ -129,7 +129,7 @@ class FunctionAdapter:
                         seen.setdefault(name, tuple(value.shape))
                     return value
 
-                def indexed(self, name, value, index, reads, length):
+                def indexed(self, name, value, index, reads, length, span=None):
                     layered[name] = int(length)
                     return self(name, value)
 

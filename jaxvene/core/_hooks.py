@@ -27,6 +27,7 @@ is dead outside it. Three channels carry reads out:
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import cast
@@ -34,6 +35,7 @@ from typing import cast
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from ._sites import join_path
 
@@ -148,7 +150,11 @@ def tap(name: str, value: jax.Array) -> jax.Array:
         return stack[-1](name, value)
 
 
-def scan_layers(body: Callable, init, xs, length: int | None = None):
+#: the name under which :func:`scan_layers` marks one layer's slice of `xs` (for remat policies)
+LAYER_SLICE = "jaxvene_layer_slice"
+
+
+def scan_layers(body: Callable, init, xs, length: int | None = None, remat: bool = False):
     """`jax.lax.scan` over a stack of layers, with taps jaxvene can address per layer.
 
     Use it in place of `lax.scan` where a model runs its stacked layers. Taps inside `body`
@@ -156,23 +162,34 @@ def scan_layers(body: Callable, init, xs, length: int | None = None):
     acts on iteration 3 only. The layer index is data inside the scan (one traced body serves
     every layer): an intervention is applied as `where(index == layer, patched, value)`, and
     values read inside the scan come out as extra scan outputs, so nothing leaks. Outside a
-    jaxvene run this is exactly `lax.scan`.
+    jaxvene run this is exactly `lax.scan` (of `jax.checkpoint(body)` with `remat`).
+
+    Inside a run the scan is split where the handler says (`scan_cuts`): before the first
+    intervened layer, so that the layers below it are a loop that does not depend on the
+    interventions (forward only under `jax.grad`: no residuals), and after the last layer
+    read, so that a source run's remaining layers are dead code. Each piece runs the same
+    traced body and indexes `xs` itself (no piece copies its slice of the stacked params);
+    `ys` are concatenated back over all layers. Under `jax.grad` a layer's slice of `xs` is
+    re-read in the backward pass rather than saved; with `remat` the whole layer is
+    recomputed (`jax.checkpoint`), so a differentiated layer keeps only its input.
     """
     stack = _stack()
     if not stack:
-        return jax.lax.scan(body, init, xs, length=length)
+        return jax.lax.scan(jax.checkpoint(body) if remat else body, init, xs, length=length)
     outer = stack[-1]
     n = length if length is not None else jax.tree_util.tree_leaves(xs)[0].shape[0]
     indexed = getattr(outer, "indexed", None)
 
-    def wrapped(carry, inputs):
-        x, index = inputs
+    def one_layer(carry, index, span):
+        x = jax.tree_util.tree_map(
+            lambda a: checkpoint_name(jax.lax.dynamic_index_in_dim(a, index, 0, False), LAYER_SLICE), xs
+        )
         reads: dict = {}
 
         def inner(name, value):
             if indexed is None:
                 return outer(name, value)
-            return indexed(name, value, index, reads, n)
+            return indexed(name, value, index, reads, n, span)
 
         stack.append(inner)
         try:
@@ -181,11 +198,24 @@ def scan_layers(body: Callable, init, xs, length: int | None = None):
             stack.pop()
         return carry, (y, reads)
 
-    carry, (ys, reads) = jax.lax.scan(wrapped, init, (xs, jnp.arange(n)), length=n)
+    policy = (
+        jax.checkpoint_policies.nothing_saveable
+        if remat
+        else jax.checkpoint_policies.save_anything_except_these_names(LAYER_SLICE)
+    )
+    cuts = getattr(outer, "scan_cuts", None)
+    bounds = [0, *(cuts(n) if cuts is not None else ()), n]
     finish = getattr(outer, "finish_scan", None)
-    if finish is not None:
-        finish(reads)
-    return carry, ys
+    carry, pieces = init, []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        piece = jax.checkpoint(functools.partial(one_layer, span=(start, stop)), policy=policy)
+        carry, (ys, reads) = jax.lax.scan(piece, carry, jnp.arange(start, stop))
+        pieces.append(ys)
+        if finish is not None:
+            finish(reads, start, stop)
+    if len(pieces) == 1:
+        return carry, pieces[0]
+    return carry, jax.tree_util.tree_map(lambda *ys: jnp.concatenate(ys, axis=0), *pieces)
 
 
 @contextlib.contextmanager

@@ -100,10 +100,12 @@ class CachedDecoder(Protocol):
 class TapHandler(Protocol):
     """Receives tap events while a model runs: `handler(name, value) -> value`.
 
-    A handler may also define `indexed(name, value, index, reads, length)` (taps inside
-    `jaxvene.scan_layers`, with the traced layer index), `finish_scan(reads)` (what those taps
-    read, stacked over layers) and `absorb(reads)` plus a `reads` dict (values read inside Flax
-    modules, carried out in the `"jaxvene"` variable collection).
+    A handler may also define `indexed(name, value, index, reads, length, span)` (taps
+    inside `jaxvene.scan_layers`, with the traced layer index, in a scan over the layers
+    `span = (start, stop)`), `scan_cuts(length)` (where to split
+    the scan), `finish_scan(reads, start, stop)` (what the taps of layers `start .. stop-1`
+    read, stacked over those layers) and `absorb(reads)` plus a `reads` dict (values read
+    inside Flax modules, carried out in the `"jaxvene"` variable collection).
     """
 
     def __call__(self, name: str, value: jax.Array) -> jax.Array: ...

@@ -137,20 +137,55 @@ class _Handler:
             gate = when if gate is None else gate & when
         return new if gate is None else jnp.where(gate, new, value)
 
-    def indexed(self, name, value, index, reads, length):
+    def indexed(self, name, value, index, reads, length, span=None):
+        """A tap inside `jaxvene.scan_layers` at the traced layer `index`, in a scan over the
+        layers `span = (start, stop)` (all `length` layers when None): placements whose layer
+        lies outside the span are left out of this scan's program altogether, so a scan below
+        the first intervened layer does not depend on the interventions at all."""
         ex = self.ex
         for op, i in self.by_tap.get(name, ()):
             p = ex.plan.placements[i]
+            layer = (p.source_site if op == "get" else p.site).layer
+            if span is not None and layer is not None and not span[0] <= layer < span[1]:
+                continue
             if op == "get":
                 reads[("get", i)] = read(p.source_site, p.unit, value, ex.locations[i][0])
             else:
                 value = self._set(i, value, index == p.site.layer, reads.__setitem__)
         return value
 
-    def finish_scan(self, reads):
+    def scan_cuts(self, length: int) -> tuple[int, ...]:
+        """Where :func:`jaxvene.scan_layers` splits a scan over `length` layers: around each
+        layer an intervention acts on, and after the last layer read or written.
+
+        The layers before the first cut do not depend on the interventions, so `jax.grad`
+        runs them forward only (one scan differentiated whole keeps every layer's residuals:
+        its carry depends on the trained params from the intervened layer on, which makes the
+        whole loop differentiated). An intervened layer is a piece of its own, so the pieces
+        between and above do not compute the intervention masked off by `where` (nor sum its
+        gradient across devices in every iteration). The layers after the last cut of a
+        source run feed nothing and XLA drops them."""
+        placements = self.ex.plan.placements
+        acting, touched = [], []
+        for ops in self.by_tap.values():
+            for op, i in ops:
+                site = placements[i].site if op == "set" else placements[i].source_site
+                if site.indexed and site.layer is not None:
+                    touched.append(site.layer)
+                    if op == "set":
+                        acting.append(site.layer)
+        cuts = {c for a in acting for c in (a, a + 1)} | ({max(touched) + 1} if touched else set())
+        return tuple(sorted(c for c in cuts if 0 < c < length))
+
+    def finish_scan(self, reads, start: int = 0, stop: int | None = None):
+        """Pick each placement's layer from what the taps of layers `start .. stop-1` read
+        (stacked, one entry per layer of that range)."""
         for (kind, i), stacked in reads.items():
-            layer = self.ex.plan.placements[i].site.layer
-            self.reads[(kind, i)] = jax.tree_util.tree_map(lambda x, layer=layer: x[layer], stacked)
+            p = self.ex.plan.placements[i]
+            layer = (p.source_site if kind == "get" else p.site).layer
+            if layer is None or not start <= layer < (stop if stop is not None else layer + 1):
+                continue
+            self.reads[(kind, i)] = jax.tree_util.tree_map(lambda x, k=layer - start: x[k], stacked)
 
     def absorb(self, found: Reads) -> None:
         """Reads that left the model through Flax's variable collection."""

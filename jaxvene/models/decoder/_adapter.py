@@ -214,6 +214,7 @@ class DecoderAdapter:
             inputs["position_ids"],
             logit_positions=logit_positions,
             remat=self.model.remat,
+            batch_sharding=self.model.batch_sharding,
         )
         return {"logits": out["logits"]}
 

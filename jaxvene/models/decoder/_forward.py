@@ -22,6 +22,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -217,6 +219,16 @@ def unembed(cfg: DecoderConfig, params, h):
     return _softcap(logits, cfg.final_logit_softcapping)
 
 
+def _batch_shards(sharding) -> int:
+    """How many ways `sharding` (a `NamedSharding`) splits the batch axis."""
+    spec = tuple(sharding.spec)
+    axes = spec[0] if spec else None
+    if axes is None:
+        return 1
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(math.prod(sharding.mesh.shape[a] for a in names))
+
+
 def forward(
     cfg: DecoderConfig,
     params,
@@ -229,12 +241,16 @@ def forward(
     cache=None,
     hidden_states: bool = False,
     remat: bool = False,
+    batch_sharding=None,
 ):
     """The whole model: `{"logits": ...}` (plus `"hidden_states"`, `"cache"` when asked).
 
     `cache` (`{"key", "value": (L, B, S, KV, Dh), "index": ()}`) makes this a decode step:
     the inputs are written at `index` and attend to the cache; `attention_mask` is then
     `(B, S)`. `logit_positions` `(B, K)` computes the logits at those positions only.
+    `batch_sharding` (a `jax.sharding.Sharding` of the batch axis) pins the residual stream
+    entering and leaving each layer to it, so that with FSDP params XLA gathers each layer's
+    weights rather than the activations of the whole batch.
     """
     h = embed(cfg, params, input_ids) if embeds is None else embeds
     start = 0 if cache is None else cache["index"]
@@ -242,13 +258,20 @@ def forward(
     meta = layer_meta(cfg)
     kv = None if cache is None else {"key": cache["key"], "value": cache["value"]}
 
+    def pin(x):
+        if batch_sharding is None or x.shape[0] % _batch_shards(batch_sharding):
+            return x  # a batch the axis does not divide (a single prompt, say) is left to XLA
+        return jax.lax.with_sharding_constraint(x, batch_sharding)
+
     def body(h, xs):
         p, window, c = xs
+        h = pin(h)
         out, c = layer(cfg, p, h, ctx, window, c)
-        return out, (c, h if hidden_states else None)
+        return pin(out), (c, h if hidden_states else None)
 
-    step = jax.checkpoint(body) if remat else body
-    h, (new_kv, inputs_seen) = scan_layers(step, h, (params["layers"], meta, kv), length=cfg.num_hidden_layers)
+    h, (new_kv, inputs_seen) = scan_layers(
+        body, h, (params["layers"], meta, kv), length=cfg.num_hidden_layers, remat=remat
+    )
     h = final(cfg, params, h)
     out: dict = {}
     if hidden_states:

@@ -38,6 +38,11 @@ class NativeDecoder:
       params: the params tree (:func:`jaxvene.models.decoder.layout` gives its paths).
       remat: recompute each layer's activations in the backward pass (`jax.checkpoint`
         around the scanned layer): less memory for training, more compute.
+      batch_sharding: a `jax.sharding.Sharding` that splits the batch axis (e.g.
+        `NamedSharding(mesh, PartitionSpec("data"))`): the residual stream entering and
+        leaving each layer is kept so. With FSDP params (:func:`sharding_rules`) it makes XLA
+        gather one layer's weights at a time instead of every device computing the whole
+        batch; `from_pretrained(mesh=)` sets it when the mesh has a "data" axis.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class NativeDecoder:
         params,
         *,
         remat: bool = False,
+        batch_sharding=None,
         name_or_path: str | None = None,
         hf_config: Mapping | None = None,
     ):
@@ -54,6 +60,7 @@ class NativeDecoder:
         self.hf_config = None if hf_config is None else dict(hf_config)
         self.params = params
         self.remat = remat
+        self.batch_sharding = batch_sharding
         self.name_or_path = name_or_path
         self._adapter = None
         self._jitted: Callable | None = None
@@ -175,6 +182,7 @@ def from_pretrained(
     sharding: ShardingRules = None,
     remat: bool = False,
     revision: str = "main",
+    batch_axis: str | None = "data",
 ) -> NativeDecoder:
     """Load a HF checkpoint folder (`config.json` + safetensors) as a :class:`NativeDecoder`.
 
@@ -192,6 +200,8 @@ def from_pretrained(
       dtype: the params' dtype (`jnp.float32` or `jnp.bfloat16`), whatever the file holds.
       mesh, sharding: where the params live (see above).
       remat: rematerialise each layer in the backward pass (see :class:`NativeDecoder`).
+      batch_axis: with a `mesh` that has this axis, the batch is taken to be split over it
+        (`NativeDecoder(batch_sharding=)`); None, or a mesh without it: no such constraint.
     """
     ck = Checkpoint(path, revision)
     cfg = decoder_config(ck.config, where=os.path.join(ck.folder, "config.json"))
@@ -225,7 +235,17 @@ def from_pretrained(
             + (" ..." if len(unused) > 6 else ""),
             stacklevel=2,
         )
-    return NativeDecoder(cfg, tree_from_paths(flat), remat=remat, name_or_path=ck.folder, hf_config=ck.config)
+    batch_sharding = None
+    if mesh is not None and batch_axis is not None and batch_axis in mesh.axis_names:
+        batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(batch_axis))
+    return NativeDecoder(
+        cfg,
+        tree_from_paths(flat),
+        remat=remat,
+        batch_sharding=batch_sharding,
+        name_or_path=ck.folder,
+        hf_config=ck.config,
+    )
 
 
 def _atomic(path: str, write: Callable[[str], object]) -> None:
