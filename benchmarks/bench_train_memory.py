@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train_memory.py              # both tables (about 3 minutes here)
     python benchmarks/bench_train_memory.py --skip-7b    # the small model only
+    python benchmarks/bench_train_memory.py --skip-small --batch 32 --seq 256
 
 Nothing runs: every step is lowered and compiled for abstract arrays (`jax.ShapeDtypeStruct`
 with shardings) on 8 simulated devices, and XLA's `memory_analysis()` gives, per device, the
@@ -184,18 +185,20 @@ def main():
     ap.add_argument("--seq", type=int, default=128, help="7B table: tokens per example")
     ap.add_argument("--hbm", type=float, default=16.0, help="7B table: GB of memory per device")
     ap.add_argument("--skip-7b", action="store_true")
+    ap.add_argument("--skip-small", action="store_true")
     args = ap.parse_args()
 
     import jax
     from _common import table
 
     print(f"8 simulated devices on {jax.devices()[0].platform}, {os.cpu_count()} cores; jax {jax.__version__}")
-    rows = small_table(args)
-    print(
-        "\nDAS train step (rank-4 low-rank rotation, Adam), width-256 8-layer Llama-style decoder, batch 16 x 128,"
-        " per device (MiB, from the compiled step's memory_analysis()):\n"
-    )
-    print(table(rows, ["params", "remat", "layer", "arguments", "temp", "arguments + temp", "compile s"]))
+    if not args.skip_small:
+        rows = small_table(args)
+        print(
+            "\nDAS train step (rank-4 low-rank rotation, Adam), width-256 8-layer Llama-style decoder, batch 16 x 128,"
+            " per device (MiB, from the compiled step's memory_analysis()):\n"
+        )
+        print(table(rows, ["params", "remat", "layer", "arguments", "temp", "arguments + temp", "compile s"]))
     if args.skip_7b:
         return
     big = big_table(args)
