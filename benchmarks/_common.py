@@ -51,6 +51,34 @@ def timed(fn, repeats: int):
     return first, statistics.median(warm)
 
 
+def best_threads(fn, repeats: int = 3) -> tuple[int, dict[int, float]]:
+    """Give PyTorch its best thread count here: time `fn` (one warm-up call, then the median of
+    `repeats`) with 1 and with 2 torch threads, leave torch on the faster one, and return it
+    with the times. On these small shared VMs PyTorch's 2-thread OpenMP pool can run 10x slower
+    than 1 thread (see DESIGN.md), so every comparison measures this rather than assume it."""
+    import torch
+
+    times = {}
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        fn()
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t0)
+        times[n] = statistics.median(runs)
+    best = min(times, key=lambda n: times[n])
+    torch.set_num_threads(best)
+    return best, times
+
+
+def threads_line(best: int, times: dict[int, float]) -> str:
+    """What :func:`best_threads` found, for a benchmark's header."""
+    found = ", ".join(f"{n}: {t * 1e3:.1f} ms" for n, t in times.items())
+    return f"pyvene on {best} torch thread(s) (measured per call: {found})"
+
+
 def machine() -> str:
     import jax
     import torch

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import gpt2_pair, machine, table
+from _common import best_threads, gpt2_pair, machine, table, threads_line
 
 
 def layer_flops(width: int, tokens: int, inner: int) -> float:
@@ -79,15 +79,24 @@ def main():
     jv_warm = time.perf_counter() - t0
 
     tb, ts = torch.tensor(base), torch.tensor(source)
+
+    def pv_model(layer):
+        config = pv.IntervenableConfig(
+            [{"layer": layer, "component": "block_output", "unit": "pos", "max_number_of_units": 1}],
+            intervention_types=pv.VanillaIntervention,
+        )
+        return pv.IntervenableModel(config, torch_model)
+
+    with torch.no_grad():  # pyvene's best thread count, from one cell
+        probe = pv_model(L // 2)
+        threads = best_threads(
+            lambda: probe({"input_ids": tb}, [{"input_ids": ts}], {"sources->base": ([[[0]]], [[[0]]])})
+        )
     theirs = np.zeros((L, T))
     t0 = time.perf_counter()
     with torch.no_grad():
         for layer in range(L):
-            config = pv.IntervenableConfig(
-                [{"layer": layer, "component": "block_output", "unit": "pos", "max_number_of_units": 1}],
-                intervention_types=pv.VanillaIntervention,
-            )
-            model = pv.IntervenableModel(config, torch_model)
+            model = pv_model(layer)
             for pos in range(T):
                 _, out = model({"input_ids": tb}, [{"input_ids": ts}], {"sources->base": ([[[pos]]], [[[pos]]])})
                 theirs[layer, pos] = torch.softmax(out.logits[0, -1], -1)[target].item()
@@ -107,6 +116,7 @@ def main():
         [f"FLOP floor ({work / 1e9:.1f} GFLOP at {rate / 1e9:.0f} GFLOP/s)", f"{floor:.2f}", f"{floor / pv_time:.3f}"],
     ]
     print(f"block_output sweep, {L} layers x {T} positions, GPT-2 {L} x {args.width}, vocab {args.vocab}; {machine()}")
+    print(threads_line(*threads))
     print(f"max |p difference| jaxvene vs pyvene over all cells: {np.abs(ours[..., 0] - theirs).max():.2e}")
     print(table(rows, ["", "seconds", "vs pyvene"]))
 
