@@ -58,7 +58,7 @@ def best_threads(fn, repeats: int = 3) -> tuple[int, dict[int, float]]:
     than 1 thread (see DESIGN.md), so every comparison measures this rather than assume it."""
     import torch
 
-    times = {}
+    times: dict[int, float] = {}
     for n in (1, 2):
         torch.set_num_threads(n)
         fn()
@@ -67,6 +67,8 @@ def best_threads(fn, repeats: int = 3) -> tuple[int, dict[int, float]]:
             t0 = time.perf_counter()
             fn()
             runs.append(time.perf_counter() - t0)
+            if n == 2 and runs[0] > 2 * times[1]:
+                break  # one 2-thread call over twice the 1-thread median settles it
         times[n] = statistics.median(runs)
     best = min(times, key=lambda n: times[n])
     torch.set_num_threads(best)

@@ -24,7 +24,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import gpt2_pair, machine, table
+from _common import best_threads, gpt2_pair, machine, table
 
 SUBJECT = [0, 1, 2, 3]  # "The Space Needle" in "The Space Needle is in downtown"
 STREAMS = ("block_output", "mlp_activation", "attention_output")
@@ -61,24 +61,6 @@ def tracing_loop(lib, model, base, token, num_layers, positions, call):
     return data
 
 
-def best_threads(torch, torch_model, ids) -> int:
-    """pyvene's best torch thread count here (1 or 2), from the median of a few forwards."""
-    times = {}
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        with torch.no_grad():
-            torch_model(ids)
-            runs = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                torch_model(ids)
-                runs.append(time.perf_counter() - t0)
-        times[n] = float(np.median(runs))
-    best = min(times, key=times.get)
-    torch.set_num_threads(best)
-    return best
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=6)
@@ -102,7 +84,13 @@ def main():
     ids = rng.integers(0, args.vocab, (1, seq))
     src = rng.integers(0, args.vocab, (1, seq))
     token = int(rng.integers(0, args.vocab))
-    threads = best_threads(torch, torch_model, torch.tensor(ids))
+    tids = torch.tensor(ids)
+
+    def forward():
+        with torch.no_grad():
+            torch_model(tids)
+
+    threads = best_threads(forward, 5)[0]  # pyvene's best torch thread count (1 or 2), measured
 
     # (b) first: a single patch's first call, before anything else compiles in this process
     layer, pos = args.layers // 2, seq // 2

@@ -26,7 +26,7 @@ import statistics
 import time
 
 import numpy as np
-from _common import gpt2_pair, machine, table
+from _common import best_threads, gpt2_pair, machine, table
 
 
 def median_time(fn, repeats: int, budget: float = 8.0) -> float:
@@ -44,26 +44,6 @@ def warm_times(fn, repeats: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0, median_time(fn, repeats)
-
-
-def best_threads(torch, fn, repeats: int) -> tuple[int, dict[int, float]]:
-    """Time `fn` (a warm-up call, then the median of `repeats`) with 1 and then 2 torch threads
-    and leave torch on the faster count; return it and the times. With 2 threads, a first timed
-    call over twice the 1-thread median settles it (no more calls)."""
-    times = {}
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        fn()
-        if n == 2:
-            t0 = time.perf_counter()
-            fn()
-            times[2] = time.perf_counter() - t0
-            if times[2] > 2 * times[1]:
-                break
-        times[n] = median_time(fn, repeats)
-    best = min(times, key=times.get)
-    torch.set_num_threads(best)
-    return best, times
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -113,9 +93,7 @@ def measure(layers: int, seq: int, args) -> dict:
 
     with torch.no_grad():
         probe = pv_model(layers // 2)
-        r["pv_sweep_threads"], r["pv_sweep_thread_times"] = best_threads(
-            torch, lambda: pv_cell(probe, seq // 2), args.repeats
-        )
+        r["pv_sweep_threads"], r["pv_sweep_thread_times"] = best_threads(lambda: pv_cell(probe, seq // 2), args.repeats)
         timed_layers, timed_pos = spread(layers, args.pv_layers), spread(seq, args.pv_positions)
         per_layer, diffs = [], []
         for layer in timed_layers:
@@ -175,7 +153,7 @@ def measure(layers: int, seq: int, args) -> dict:
         opt.zero_grad()
         return loss.item()
 
-    r["pv_das_threads"], times = best_threads(torch, pv_step, args.repeats)
+    r["pv_das_threads"], times = best_threads(pv_step, args.repeats)
     r["pv_das"], r["pv_das_thread_times"] = times[r["pv_das_threads"]], times
     return r
 
