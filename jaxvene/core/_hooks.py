@@ -166,12 +166,14 @@ def scan_layers(body: Callable, init, xs, length: int | None = None, remat: bool
 
     Inside a run the scan is split where the handler says (`scan_cuts`): before the first
     intervened layer, so that the layers below it are a loop that does not depend on the
-    interventions (forward only under `jax.grad`: no residuals), and after the last layer
-    read, so that a source run's remaining layers are dead code. Each piece runs the same
-    traced body and indexes `xs` itself (no piece copies its slice of the stacked params);
-    `ys` are concatenated back over all layers. Under `jax.grad` a layer's slice of `xs` is
-    re-read in the backward pass rather than saved; with `remat` the whole layer is
-    recomputed (`jax.checkpoint`), so a differentiated layer keeps only its input.
+    interventions (forward only under `jax.grad`: no residuals); around each intervened
+    layer, so that the others do not compute an intervention masked off by `where`; and
+    after the last layer read, so that a source run's remaining layers are dead code. Each
+    piece is its own trace of `body`, with only the placements of its layers, and indexes
+    `xs` itself (no piece copies its slice of the stacked params); `ys` are concatenated back
+    over all layers. Under `jax.grad` a layer's slice of `xs` is re-read in the backward pass
+    rather than saved; with `remat` the whole layer is recomputed (`jax.checkpoint`), so a
+    differentiated layer keeps only its input.
     """
     stack = _stack()
     if not stack:

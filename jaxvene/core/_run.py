@@ -177,13 +177,13 @@ class _Handler:
         cuts = {c for a in acting for c in (a, a + 1)} | ({max(touched) + 1} if touched else set())
         return tuple(sorted(c for c in cuts if 0 < c < length))
 
-    def finish_scan(self, reads, start: int = 0, stop: int | None = None):
+    def finish_scan(self, reads, start: int, stop: int):
         """Pick each placement's layer from what the taps of layers `start .. stop-1` read
         (stacked, one entry per layer of that range)."""
         for (kind, i), stacked in reads.items():
             p = self.ex.plan.placements[i]
             layer = (p.source_site if kind == "get" else p.site).layer
-            if layer is None or not start <= layer < (stop if stop is not None else layer + 1):
+            if layer is None or not start <= layer < stop:
                 continue
             self.reads[(kind, i)] = jax.tree_util.tree_map(lambda x, k=layer - start: x[k], stacked)
 

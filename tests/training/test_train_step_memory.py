@@ -193,3 +193,11 @@ def test_a_data_parallel_step_all_reduces_once():
     # one (tuple) all-reduce of the gradients and the loss: an intervention computed, masked, in
     # every layer above its own made one per layer
     assert hlo.count(" all-reduce(") == 1
+
+
+def test_a_batch_sharding_that_is_not_a_named_sharding_is_refused():
+    params = jv.NativeDecoder.random(RAW, seed=0).params
+    with pytest.raises(TypeError, match="batch_sharding must be a jax.sharding.NamedSharding"):
+        jv.NativeDecoder(
+            jv.models.decoder.decoder_config(RAW, where="test"), params, batch_sharding=PartitionSpec("data")
+        )

@@ -60,6 +60,11 @@ class NativeDecoder:
         self.hf_config = None if hf_config is None else dict(hf_config)
         self.params = params
         self.remat = remat
+        if batch_sharding is not None and not isinstance(batch_sharding, jax.sharding.NamedSharding):
+            raise TypeError(
+                f"batch_sharding must be a jax.sharding.NamedSharding of the batch axis, e.g. "
+                f'NamedSharding(mesh, PartitionSpec("data")); got {type(batch_sharding).__name__}'
+            )
         self.batch_sharding = batch_sharding
         self.name_or_path = name_or_path
         self._adapter = None
