@@ -107,17 +107,27 @@ class LayerStack:
         params slice."""
         return self._run_layer(index, layer_params, h, inputs)[0]
 
-    def _run_layer(self, i, layer_params, h, inputs, handler=None, taps=frozenset(), record=False):
-        """Layer `i` on `h`: `(output, reads)`.
+    def _run_layer(self, i, layer_params, h, inputs, handler=None, taps=frozenset(), record=False, cache=None):
+        """Layer `i` on `h`: `(output, reads, new cache or None)`.
 
         `handler(i, name, value) -> value` sees the layer-relative `taps`; with `record`,
         `reads` maps each tap seen to its (possibly replaced) value, else it is `{}`. Taps are
         read through return values, not side effects, so that they may leave `lax.switch`.
+        `cache` is the layer's own `"cache"` collection (HF's decoding cache: `cached_key`,
+        `cached_value`, `cache_index`): `h` is written at its index and attends to it.
         """
         overrides = self.overrides(taps)
 
         def branch(module):
-            def run(layer_params, h):
+            def call(layer_params, h, cache):
+                if cache is None:
+                    return module.apply({"params": layer_params}, h, inputs, method=self.spec.call), None
+                out, variables = module.apply(
+                    {"params": layer_params, "cache": cache}, h, inputs, method=self.spec.call, mutable=["cache"]
+                )
+                return out, variables["cache"]
+
+            def run(layer_params, h, cache):
                 reads = {}
 
                 def on_tap(name, value):
@@ -128,17 +138,18 @@ class LayerStack:
                     return value
 
                 if not taps:
-                    return module.apply({"params": layer_params}, h, inputs, method=self.spec.call), reads
+                    out, new_cache = call(layer_params, h, cache)
+                    return out, reads, new_cache
                 with handling(on_tap, taps, overrides):
-                    out = module.apply({"params": layer_params}, h, inputs, method=self.spec.call)
-                return out, reads
+                    out, new_cache = call(layer_params, h, cache)
+                return out, reads, new_cache
 
             return run
 
         if len(self._modules) == 1 or isinstance(i, (int, np.integer)):
-            return branch(self._modules[self._kind_of[i] if len(self._modules) > 1 else 0])(layer_params, h)
+            return branch(self._modules[self._kind_of[i] if len(self._modules) > 1 else 0])(layer_params, h, cache)
         kind = jnp.asarray(self._kind_of)[i]
-        return jax.lax.switch(kind, [branch(m) for m in self._modules], layer_params, h)
+        return jax.lax.switch(kind, [branch(m) for m in self._modules], layer_params, h, cache)
 
     def head(self, params, h) -> jax.Array:
         """Final norm and LM head on `h` `(B, K, D)`: logits `(B, K, V)` (or, for a base model
@@ -214,7 +225,7 @@ class LayerStack:
 
         def body(h, xs):
             i, p = xs
-            out, reads = self._run_layer(i, p, h, inputs, handler, taps, record=record and site is not None)
+            out, reads, _ = self._run_layer(i, p, h, inputs, handler, taps, record=record and site is not None)
             if not record or site is None:
                 return out, (h, None)
             if site.tap not in reads:
@@ -224,9 +235,76 @@ class LayerStack:
         last, (hs, values) = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), self.layer_params(params)))
         return jnp.concatenate([hs, last[None]], axis=0), values
 
+    # ---------------------------------------------------------------- causal suffixes
+    @property
+    def causal(self) -> bool:
+        """Whether a patch at position p leaves every position before p as in the clean run,
+        and the family's layers can attend to a cache (:meth:`run_suffix`)."""
+        return self.spec.causal_cache
+
+    def _empty_cache(self, params, inputs, h):
+        """Zeros shaped like one layer's decoding cache for `h`'s length (HF allocates it on a
+        call with `init_cache=True`; its shape is read from one abstract trace)."""
+        p = jax.tree_util.tree_map(lambda x: x[0], self.layer_params(params))
+
+        def shapes(p, h):
+            call = lambda layer, h, inputs: self.spec.call(layer, h, inputs, init_cache=True)
+            return self._modules[0].apply({"params": p}, h, inputs, method=call, mutable=["cache"])[1]["cache"]
+
+        return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(shapes, p, h))
+
+    def scan_kv(self, params, inputs, h0=None):
+        """The clean run with its keys and values: `(hidden (L + 1, B, T, D), kv)`, `kv` being
+        every layer's decoding cache stacked on a leading axis."""
+        if not self.causal:
+            raise NotImplementedError(f"the {self.adapter.family.name} layer stack has no causal cache")
+        h0 = self.embed(params, inputs) if h0 is None else h0
+        empty = self._empty_cache(params, inputs, h0)
+
+        def body(h, xs):
+            i, p = xs
+            out, _, kv = self._run_layer(i, p, h, inputs, cache=empty)
+            return out, (h, kv)
+
+        last, (hs, kv) = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), self.layer_params(params)))
+        return jnp.concatenate([hs, last[None]], axis=0), kv
+
+    def run_suffix(
+        self, stacked, h, inputs, kv, start: int, first, handler: Callable | None = None, taps=(), kv_from: int = 0
+    ):
+        """Layers `first .. L-1` (`first` may be traced) on positions `start ..` only.
+
+        `h` `(B, T - start, D)` is the hidden state entering layer `first` at those positions;
+        they attend to the clean run's cached keys and values `kv` (:meth:`scan_kv`) before
+        `start` and to their own from `start` on (HF's decoding path, with the cache index at
+        `start`; `kv` may hold the layers from `kv_from` on only). Exact when nothing before
+        `start` differs from the clean run.
+        """
+        taps = frozenset(taps) if handler is not None else frozenset()
+        suffix = dict(inputs)
+        if "position_ids" in suffix:
+            suffix["position_ids"] = suffix["position_ids"][:, start:]
+
+        def at_start(c):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, x: jnp.full_like(x, start) if _key(path) == "cache_index" else x, c
+            )
+
+        def body(i, h):
+            p = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), stacked)
+            c = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, i - kv_from, keepdims=False), kv)
+            return self._run_layer(i, p, h, suffix, handler, taps, cache=at_start(c))[0]
+
+        return jax.lax.fori_loop(first, self.num_layers, body, h)
+
     def logits(self, params, inputs) -> jax.Array:
         """The full forward pass through the stack (equal to `module.apply`'s logits)."""
         if any(k not in inputs for k in ("attention_mask", "position_ids") if k in self.adapter.family.inputs):
             inputs = self.adapter.prepare(inputs)
         h = self.run_layers(self.layer_params(params), self.embed(params, inputs), inputs, 0)
         return self.head(params, h)
+
+
+def _key(path) -> str:
+    last = path[-1]
+    return str(getattr(last, "key", last))

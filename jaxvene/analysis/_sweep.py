@@ -46,24 +46,60 @@ def _progress(total: int, desc: str, enabled: bool):
 @dataclass
 class SweepInputs:
     """Cached clean runs a sweep starts from: the base's hidden state entering every layer
-    `(L + 1, B, T, D)` and the source's tap value at the site in every layer `(L, ...)`."""
+    `(L + 1, B, T, D)`, the source's tap value at the site in every layer `(L, ...)`, and for
+    causal suffixes the base's keys and values in every layer (`stack.scan_kv`'s), else None."""
 
     base: dict
     base_hidden: jax.Array
     source_values: jax.Array | None
+    base_kv: object = None
 
 
-def clean_runs(stack: LayerStack, params, base: dict, source: dict | None, site, base_embedding=None) -> SweepInputs:
-    """One pass over the base (cached per layer) and one over the source (the site per layer)."""
-    hs, values = _clean_runs(stack, site, params, base, source, base_embedding)
-    return SweepInputs(base, hs, values)
+def clean_runs(
+    stack: LayerStack, params, base: dict, source: dict | None, site, base_embedding=None, kv: bool = False
+) -> SweepInputs:
+    """One pass over the base (cached per layer, with its keys and values if `kv`) and one over
+    the source (the site per layer)."""
+    hs, base_kv, values = _clean_runs(stack, site, kv, params, base, source, base_embedding)
+    return SweepInputs(base, hs, values, base_kv)
 
 
 @eqx.filter_jit
-def _clean_runs(stack, site, params, base, source, base_embedding):
-    hs, _ = stack.scan(params, base, base_embedding)
+def _clean_runs(stack, site, kv, params, base, source, base_embedding):
+    hs, base_kv = (
+        stack.scan_kv(params, base, base_embedding) if kv else (stack.scan(params, base, base_embedding)[0], None)
+    )
     values = None if source is None else stack.scan(params, source, site=site, record=True)[1]
-    return hs, values
+    return hs, base_kv, values
+
+
+def auto_suffix_groups(batch: int, length: int, n_positions: int) -> int:
+    """How many causal-suffix groups a sweep splits its positions into by default.
+
+    Each group is one more compiled program (its suffix length is a static shape), and on a
+    short sequence the layers' weights, not the tokens, dominate a cell's cost: one group
+    (starting at the first swept position) per 256 token rows, at most 4.
+    """
+    return int(max(1, min(4, n_positions, (batch * length) // 256)))
+
+
+def _suffix_plan(cell_positions: np.ndarray, groups: int, length: int) -> list[tuple[int, np.ndarray]]:
+    """Split cells into `groups` runs of contiguous positions with about equal recomputed work:
+    `[(start, cell indices)]`, each group recomputing positions `start ..` (its first one)."""
+    order = np.argsort(cell_positions, kind="stable")
+    unique = np.unique(cell_positions)
+    groups = max(1, min(groups, len(unique)))
+    # cut the sorted distinct positions where the cumulative work (cells x suffix length) crosses
+    # equal shares; each group starts at its smallest position
+    work = np.array([np.sum(cell_positions == p) * (length - p) for p in unique], float)
+    share = np.cumsum(work) / work.sum()
+    bounds = sorted({int(np.searchsorted(share, k / groups, side="left")) for k in range(1, groups)})
+    plan = []
+    for piece in np.split(unique, [b + 1 for b in bounds if b + 1 < len(unique)]):
+        if len(piece):
+            cells = order[np.isin(cell_positions[order], piece)]
+            plan.append((int(piece[0]), cells))
+    return plan
 
 
 def _cells(unit: str, positions: Sequence[int], heads: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -95,6 +131,7 @@ def sweep(
     base_embedding: jax.Array | None = None,
     params=None,
     subspaces=None,
+    suffix_groups: int | None = None,
 ) -> np.ndarray:
     """Run `intervention` at every cell of a grid of sites and return `metric` per cell.
 
@@ -118,6 +155,11 @@ def sweep(
         gathered or replicated outside the compiled program.
       subspaces: the intervention's subspaces, as for one intervention of `IntervenableModel`:
         a list of indices for every example, or one such list per example.
+      suffix_groups: causal decoders (`stack.causal`) with a position in the cell: a patch at
+        position p cannot change positions before p, so a cell recomputes only positions from
+        its group's first position on, attending to the clean run's cached keys and values
+        before it. The positions are split into this many groups (each one compiled program);
+        None picks :func:`auto_suffix_groups`, 0 recomputes every position.
 
     Inputs may be batch-sharded arrays (`jax.device_put` with a `NamedSharding`; on several
     processes the global arrays of `jax.make_array_from_process_local_data`): the cells run
@@ -176,52 +218,62 @@ def sweep(
         subs = None if sub_ids is None else jnp.asarray(sub_ids)
 
     out_sharding = _replicated_like(base_in["input_ids"])
-    cached = clean_runs(stack, params, base_in, source_in, site, base_embedding)
     cells, grid_shape = _cells(unit, positions, heads)
-    chunk = max(1, min(chunk_size, len(cells)))
-    n_chunks = -(-len(cells) // chunk)
-    padded = np.concatenate([cells, np.repeat(cells[-1:], n_chunks * chunk - len(cells), axis=0)])
+    # which cells recompute which positions: [(first recomputed position or None, cell indices)]
+    causal = bool(getattr(stack, "causal", False)) and unit != "h"
+    groups = auto_suffix_groups(batch, length, len(positions)) if suffix_groups is None else int(suffix_groups)
+    if groups < 0:
+        raise ValueError(f"suffix_groups must be 0 (off), a positive count or None (auto), got {suffix_groups}")
+    if causal and groups > 0:
+        plan: list[tuple[int | None, np.ndarray]] = list(_suffix_plan(cells[:, -1], groups, length))
+    else:
+        plan = [(None, np.arange(len(cells)))]
+    cached = clean_runs(stack, params, base_in, source_in, site, base_embedding, kv=plan[0][0] is not None)
+    pieces = []  # (start, chunk of cell indices), every chunk `chunk` long (the last padded)
+    for start, members in plan:
+        chunk = max(1, min(chunk_size, len(members)))
+        n = -(-len(members) // chunk)
+        padded = np.concatenate([members, np.repeat(members[-1:], n * chunk - len(members))])
+        pieces += [(start, padded[c * chunk : (c + 1) * chunk]) for c in range(n)]
 
     stacked = stack.layer_params(params)
-    bar = _progress(len(layers) * n_chunks, f"sweep {component}", progress)
+    bar = _progress(len(layers) * len(pieces), f"sweep {component}", progress)
     rows = []
     for layer in layers:
-        outs = []
-        for c in range(n_chunks):
-            chunk_cells = jnp.asarray(padded[c * chunk : (c + 1) * chunk])
+        row: list = [None] * len(cells)
+        for start, idx in pieces:
             if key is None:
                 chunk_keys = None
             else:
-                chunk_keys = jax.vmap(lambda j, layer=layer: jax.random.fold_in(jax.random.fold_in(key, layer), j))(
-                    jnp.arange(c * chunk, (c + 1) * chunk)
-                )
-            outs.append(
-                np.asarray(
-                    _run_chunk(
-                        stack,
-                        site,
-                        unit,
-                        window,
-                        metric,
-                        iv,
-                        params,
-                        stacked,
-                        base_in,
-                        cached.base_hidden,
-                        cached.source_values,
-                        jnp.int32(layer),
-                        chunk_cells,
-                        chunk_keys,
-                        jnp.asarray(metric_pos),
-                        subs,
-                        out_sharding,
-                    )
-                )
+                layer_key = jax.random.fold_in(key, layer)
+                chunk_keys = jax.vmap(lambda j, k=layer_key: jax.random.fold_in(k, j))(jnp.asarray(idx))
+            out = _run_chunk(
+                stack,
+                site,
+                unit,
+                window,
+                metric,
+                iv,
+                start,
+                params,
+                stacked,
+                base_in,
+                cached.base_hidden,
+                cached.base_kv,
+                cached.source_values,
+                jnp.int32(layer),
+                jnp.asarray(cells[idx]),
+                chunk_keys,
+                jnp.asarray(metric_pos),
+                subs,
+                out_sharding,
             )
+            for j, value in zip(idx, np.asarray(out)):
+                row[j] = value
             if bar is not None:
                 bar.update(1)
-        row = np.concatenate(outs)[: len(cells)]
-        rows.append(row.reshape(grid_shape + row.shape[1:]))
+        values = np.stack(row)
+        rows.append(values.reshape(grid_shape + values.shape[1:]))
     if bar is not None:
         bar.close()
     return np.stack(rows)
@@ -235,10 +287,12 @@ def _run_chunk(
     window,
     metric,
     iv,
+    start,
     params,
     stacked,
     base_in,
     hs,
+    kv,
     source_values,
     layer,
     cells,
@@ -250,17 +304,24 @@ def _run_chunk(
     """The metric for a chunk of cells of one layer; compiled once per sweep configuration
     (non-array arguments are static, arrays, the layer index included, are traced). With
     `out_sharding` the (small) metric values are replicated inside the program, so every
-    process can read them even when the batch is spread over several processes."""
+    process can read them even when the batch is spread over several processes.
+
+    With a suffix `start` (static), every cell's position is `>= start`: only positions
+    `start ..` are recomputed, on the clean keys and values `kv` before them (the patch is
+    written at its position less `start`; the source is read at its own position)."""
     L = stack.num_layers
     batch = base_in["input_ids"].shape[0]
 
     def one_cell(cell, cell_key):
         lo = jnp.maximum(layer - window // 2, 0)
         hi = jnp.minimum(layer - window // 2 + window, L)
+        shift = 0 if start is None else start
         if unit == "h.pos":
             loc = (jnp.full((batch, 1), cell[0]), jnp.full((batch, 1), cell[1]))
+            local = (loc[0], loc[1] - shift)
         else:
             loc = jnp.full((batch, 1), cell[0])
+            local = loc if unit == "h" else loc - shift
 
         def handler(i, name, value):
             if name != site.tap:
@@ -269,11 +330,15 @@ def _run_chunk(
             if source_values is not None:  # the source's tap value at layer i, read as the facade reads it
                 src = read(site, unit, jax.lax.dynamic_index_in_dim(source_values, i, keepdims=False), loc)
             subkey = None if cell_key is None else jax.random.fold_in(cell_key, i)
-            patched, _ = write(site, unit, iv, value, loc, src, subspaces, subkey)
+            patched, _ = write(site, unit, iv, value, local, src, subspaces, subkey)
             return jnp.where((i >= lo) & (i < hi), patched, value)
 
         h = jax.lax.dynamic_index_in_dim(hs, lo, keepdims=False)
-        h = stack.run_layers(stacked, h, base_in, lo, handler=handler, taps={site.tap})
+        if start is None:
+            h = stack.run_layers(stacked, h, base_in, lo, handler=handler, taps={site.tap})
+        else:  # positions before `start` keep their clean final state
+            h = stack.run_suffix(stacked, h[:, start:], base_in, kv, start, lo, handler=handler, taps={site.tap})
+            h = jnp.concatenate([hs[-1][:, :start], h], axis=1)
         return metric(stack.head(params, h[:, metric_positions]))
 
     out = jax.vmap(one_cell)(cells, keys)

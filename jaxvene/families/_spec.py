@@ -66,6 +66,9 @@ class LayerStackSpec:
         kinds: `config -> a key per layer`: layers with equal keys are one module up to their
             params; None: all layers are. GPT-Neo's keys are its attention types (global or
             local).
+        causal_cache: the layers are causal and attend to HF's decoding cache (`call` passes
+            its keyword arguments, `init_cache=True` among them, to the layer): sweeps then
+            recompute only the positions a patch can change (`LayerStack.run_suffix`).
     """
 
     embed: Callable
@@ -74,6 +77,7 @@ class LayerStackSpec:
     final: Callable
     embedding: str
     kinds: Callable[[Any], Sequence] | None = None
+    causal_cache: bool = False
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,9 @@ GPT2 = Family(
     layer_stack=LayerStackSpec(
         embed=_embed_with_positions,
         layer=_h_blocks,
-        call=lambda layer, h, inputs: layer(h, inputs["attention_mask"], deterministic=True)[0],
+        call=lambda layer, h, inputs, **kw: layer(h, inputs["attention_mask"], deterministic=True, **kw)[0],
         final=_ln_f,
         embedding="wte",
+        causal_cache=True,
     ),
 )

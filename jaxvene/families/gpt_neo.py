@@ -40,9 +40,10 @@ GPT_NEO = Family(
     layer_stack=LayerStackSpec(
         embed=_embed_with_positions,
         layer=_h_blocks,
-        call=lambda layer, h, inputs: layer(h, inputs["attention_mask"], deterministic=True)[0],
+        call=lambda layer, h, inputs, **kw: layer(h, inputs["attention_mask"], deterministic=True, **kw)[0],
         final=_ln_f,
         embedding="wte",
+        causal_cache=True,
         # Global and local layers alternate: the attention type is fixed when a block is built
         # (`config.attention_layers[layer_id]`, it picks the causal mask), so the stack keeps
         # one block per type and switches on the layer index.

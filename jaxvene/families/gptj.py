@@ -28,10 +28,11 @@ GPTJ = Family(
     layer_stack=LayerStackSpec(
         embed=lambda base, inputs: base.wte(inputs["input_ids"]),  # rotary: positions act in attention
         layer=_h_blocks,
-        call=lambda layer, h, inputs: layer(
-            h, inputs["attention_mask"], position_ids=inputs["position_ids"], deterministic=True
+        call=lambda layer, h, inputs, **kw: layer(
+            h, inputs["attention_mask"], position_ids=inputs["position_ids"], deterministic=True, **kw
         )[0],
         final=_ln_f,
         embedding="wte",
+        causal_cache=True,
     ),
 )

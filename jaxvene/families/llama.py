@@ -146,11 +146,12 @@ LLAMA = Family(
     layer_stack=LayerStackSpec(
         embed=_llama_embed,
         layer=lambda base, i: base.layers.blocks[i],
-        call=lambda layer, h, inputs: layer(
-            h, attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"], deterministic=True
+        call=lambda layer, h, inputs, **kw: layer(
+            h, attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"], deterministic=True, **kw
         )[0],
         final=lambda base, h: base.norm(h),
         embedding="embed_tokens",
+        causal_cache=True,
     ),
     check=refuse_what_flax_ignores,
 )

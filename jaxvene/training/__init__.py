@@ -2,6 +2,8 @@
 `CausalModel` (counterfactual datasets from a causal graph)."""
 
 from ._causal_model import CausalModel as CausalModel
+from ._frozen import cache_frozen as cache_frozen
+from ._frozen import cached_logits as cached_logits
 from ._train import Trainer as Trainer
 from ._train import TrainState as TrainState
 from ._train import boundary_penalty as boundary_penalty

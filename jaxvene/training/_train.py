@@ -41,6 +41,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..core._run import run
+from ._frozen import cache_frozen, cached_logits
 
 __all__ = [
     "Trainer",
@@ -53,6 +54,8 @@ __all__ = [
     "train_interventions",
     "evaluate_iia",
     "shard_batch",
+    "cache_frozen",
+    "cached_logits",
 ]
 
 
@@ -206,7 +209,12 @@ class _Step:
 
 
 def make_train_step(
-    model, optimizer: optax.GradientTransformation, loss_fn: Callable = iit_loss, penalty: Callable | None = None
+    model,
+    optimizer: optax.GradientTransformation,
+    loss_fn: Callable = iit_loss,
+    penalty: Callable | None = None,
+    *,
+    cached: bool = False,
 ):
     """A :class:`Trainer` `(init, step, interventions_of)` for `model`'s interventions.
 
@@ -219,6 +227,10 @@ def make_train_step(
     With the batch sharded over devices (data parallel), the step's program reduces the
     intervention gradients across devices with all-reduces that XLA combines; the loss comes
     back as a replicated scalar.
+
+    `cached=True`: the step takes frozen caches (:func:`jaxvene.training.cache_frozen`) in
+    place of batches and runs only the layers and positions the interventions can change; the
+    same loss and gradients.
     """
     adapter, plan = model.adapter, model.plan()
     interventions = model.intervention_params()
@@ -226,6 +238,9 @@ def make_train_step(
 
     def loss(trainable, frozen, batch, params):
         ivs = eqx.combine(trainable, static if frozen is None else frozen)
+        if cached:
+            value = loss_fn(cached_logits(adapter, plan, params, ivs, batch), batch["labels"])
+            return value if penalty is None else value + penalty(ivs)
         outputs, _ = run(
             adapter,
             plan,
@@ -279,6 +294,7 @@ def train_interventions(
     params=None,
     local: bool = False,
     log_every: int | None = None,
+    cached: bool = False,
 ) -> list[float]:
     """Train the interventions of `model` on `batches` (a list of batches from
     :func:`make_batch`) for `epochs`; installs the result in `model` and returns the losses.
@@ -298,6 +314,10 @@ def train_interventions(
       log_every: read the losses back from the device every `log_every` steps (the progress
         bar then shows the last loss read); default: once, after the loop, so no step waits
         for the device (the bar reads the latest loss only when it redraws).
+      cached: compute each batch's frozen cache once (:func:`jaxvene.training.cache_frozen`:
+        source activations, the base's state entering the lowest intervened layer, its keys
+        and values) and train every epoch on the layers and positions the interventions can
+        change only. Same losses; for plans a cache serves (else a clear error).
 
     Only process 0 shows a progress bar. Returns the loss of every step, as floats.
     """
@@ -306,12 +326,14 @@ def train_interventions(
     if log_every is not None and log_every < 1:
         raise ValueError(f"log_every must be a positive number of steps, got {log_every}")
     batches = list(batches)
-    init, step, interventions_of = make_train_step(model, optimizer, loss_fn, penalty)
+    init, step, interventions_of = make_train_step(model, optimizer, loss_fn, penalty, cached=cached)
     state = init()
     params = _model_params(model) if params is None else params
     if mesh is not None:
         state, params = _replicate(state, mesh), _on_mesh(params, mesh)
         batches = [shard_batch(b, mesh, local=local) for b in batches]
+    if cached:  # built from the (sharded) batches: sharded as they are
+        batches = cache_frozen(model, batches, params)
     from ..analysis._progress import progress_bar  # redraws at most every 0.5 s (10 s in a log)
 
     bar = progress_bar(epochs * len(batches), "training interventions", progress)

@@ -102,3 +102,66 @@ def test_sweep_rejects_bad_grids(flax_gpt2):
         jv.sweep(flax_gpt2, {"input_ids": BASE}, {"input_ids": SRC}, metric=metric, positions=[5], progress=False)
     with pytest.raises(ValueError, match="the base's shape"):
         jv.sweep(flax_gpt2, {"input_ids": BASE}, {"input_ids": SRC[:, :4]}, metric=metric, progress=False)
+
+
+def _native_llama():
+    raw = dict(
+        model_type="llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=50,
+        max_position_embeddings=64,
+    )
+    return jv.NativeDecoder.random(raw, seed=0, scale=0.3)
+
+
+@pytest.mark.parametrize(
+    "name, component",
+    [
+        (n, c)
+        for n in ("flax_gpt2", "flax_llama", "native")
+        for c in ("block_output", "attention_input", "head_query_output")
+    ]
+    + [("native", "attention_weight")],  # only the native decoder has the probabilities as a site
+)
+def test_causal_suffixes_equal_full_recomputation(name, component, request):
+    """Cells grouped by position recompute only from their group's first position (on the
+    clean keys and values before it): the same numbers as recomputing every position, with left
+    padding and a metric position before some groups' starts."""
+    model = _native_llama() if name == "native" else request.getfixturevalue(name)
+    rng = np.random.default_rng(3)
+    base = {"input_ids": rng.integers(1, 50, (2, 7)), "attention_mask": np.array([[1] * 7, [0, 0] + [1] * 5])}
+    source = {"input_ids": rng.integers(1, 50, (2, 7))}
+
+    def two_positions(logits):  # logits at positions 2 and 6
+        return jax.nn.log_softmax(logits)[:, :, 7]
+
+    run = lambda groups: jv.sweep(
+        model,
+        base,
+        source,
+        metric=two_positions,
+        component=component,
+        positions=[6, 1, 4, 3, 5],
+        heads=[0, 3] if component.startswith("head") or component == "attention_weight" else None,
+        metric_positions=(2, -1),
+        suffix_groups=groups,
+        chunk_size=2,
+        progress=False,
+    )
+    full, grouped = run(0), run(3)
+    np.testing.assert_allclose(grouped, full, rtol=1e-5, atol=1e-5)
+    # one cell against the facade
+    if component == "block_output":
+        single = _single(model, [{"layer": 1, "component": component}])
+        _, out = single(base, [source], {"sources->base": 4})
+        np.testing.assert_allclose(grouped[1, 2], two_positions(out.logits[:, [2, 6]]), rtol=1e-5, atol=1e-5)
+        # a patch after position 2 leaves position 2's logits clean
+        adapter = jv.adapters.adapt(model)  # positions from the mask, as the sweep has them
+        clean = two_positions(adapter.apply(adapter.params, adapter.prepare(base))["logits"][:, [2, 6]])
+        L = grouped.shape[0]
+        for j in (0, 2, 3, 4):  # positions 6, 4, 3, 5
+            np.testing.assert_allclose(grouped[:, j, :, 0], np.broadcast_to(clean[:, 0], (L, 2)), atol=1e-5)

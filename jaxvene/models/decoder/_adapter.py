@@ -295,7 +295,9 @@ class DecoderStack:
     def _window(self, i):
         return None if self._meta is None else self._meta[i]
 
-    def _layer(self, i, p, h, ctx, handler=None, taps=frozenset(), record=False):
+    def _layer(self, i, p, h, ctx, handler=None, taps=frozenset(), record=False, cache=None):
+        """Layer `i` on `h`: `(output, reads, new cache slice or None)`; with `cache` (this
+        layer's `{"key", "value": (B, S, KV, Dh)}`), `h` is written at `ctx["start"]`."""
         reads = {}
 
         def on_tap(name, value):
@@ -306,10 +308,11 @@ class DecoderStack:
             return value
 
         if not taps:
-            return decoder_layer(self.config, p, h, ctx, self._window(i))[0], reads
+            out, new_cache = decoder_layer(self.config, p, h, ctx, self._window(i), cache)
+            return out, reads, new_cache
         with handling(on_tap, ()):
-            out = decoder_layer(self.config, p, h, ctx, self._window(i))[0]
-        return out, reads
+            out, new_cache = decoder_layer(self.config, p, h, ctx, self._window(i), cache)
+        return out, reads, new_cache
 
     def _ctx(self, inputs):
         return attention_context(self.config, inputs["attention_mask"], inputs["position_ids"])
@@ -340,11 +343,52 @@ class DecoderStack:
 
         def body(h, xs):
             i, p = xs
-            out, reads = self._layer(i, p, h, ctx, handler, taps, record=record and site is not None)
+            out, reads, _ = self._layer(i, p, h, ctx, handler, taps, record=record and site is not None)
             return out, (h, reads.get(site.tap) if (record and site is not None) else None)
 
         last, (hs, values) = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), params["layers"]))
         return jnp.concatenate([hs, last[None]], axis=0), values
+
+    # ---------------------------------------------------------------- causal suffixes
+    #: a patch at position p cannot change positions before p (see :meth:`run_suffix`)
+    causal = True
+
+    def scan_kv(self, params, inputs, h0=None):
+        """The clean run with its keys and values: `(hidden (L + 1, B, T, D), kv)`, `kv` being
+        `{"key", "value": (L, B, T, KV, Dh)}` (rotated keys, as the decoding cache holds them)."""
+        h0 = self.embed(params, inputs) if h0 is None else h0
+        b, t = inputs["input_ids"].shape
+        cache = self.adapter.init_cache(b, t)
+        empty = {"key": cache["key"][0], "value": cache["value"][0]}
+        ctx = self._ctx(inputs)
+
+        def body(h, xs):
+            i, p = xs
+            out, _, kv = self._layer(i, p, h, ctx, cache=empty)
+            return out, (h, kv)
+
+        last, (hs, kv) = jax.lax.scan(body, h0, (jnp.arange(self.num_layers), params["layers"]))
+        return jnp.concatenate([hs, last[None]], axis=0), kv
+
+    def run_suffix(self, stacked, h, inputs, kv, start: int, first, handler=None, taps=(), kv_from: int = 0):
+        """Layers `first .. L-1` (`first` may be traced) on positions `start ..` only.
+
+        `h` `(B, T - start, D)` is the hidden state entering layer `first` at those positions;
+        their queries attend to the clean run's keys and values `kv` (from :meth:`scan_kv`) at
+        positions `< start` and to their own from `start` on (`kv` may hold the layers from
+        `kv_from` on only). Exact when nothing before
+        `start` differs from the clean run: a causal layer's position p reads positions `<= p`
+        only. `inputs` are the whole sequence's (its attention mask covers every key).
+        """
+        taps = frozenset(taps) if handler is not None else frozenset()
+        ctx = attention_context(self.config, inputs["attention_mask"], inputs["position_ids"][:, start:], start)
+
+        def body(i, h):
+            p = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), stacked)
+            c = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, i - kv_from, keepdims=False), kv)
+            return self._layer(i, p, h, ctx, handler, taps, cache=c)[0]
+
+        return jax.lax.fori_loop(first, self.num_layers, body, h)
 
     def logits(self, params, inputs):
         inputs = self.adapter.prepare(inputs)
