@@ -35,12 +35,14 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m jaxvene demo
 
+# A crashed worker fails the run at once (xdist would otherwise replace it and, with
+# --dist loadfile, can wait forever for the file it never reschedules).
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile --max-worker-restart=0
 
 # Only the paths named: testpaths (and jaxvene/'s doctests, which need transformers 4) stay out.
 test-tf5: $(TF5_VENV)/.installed
-	HF_HUB_OFFLINE=1 $(TF5_PY) -m pytest -n 2 -p no:cacheprovider $$(ls -d $(TF5_TESTS) 2>/dev/null)
+	HF_HUB_OFFLINE=1 $(TF5_PY) -m pytest -n 2 --max-worker-restart=0 -p no:cacheprovider $$(ls -d $(TF5_TESTS) 2>/dev/null)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
