@@ -36,9 +36,13 @@ demo: $(VENV)/.installed
 	$(PY) -m jaxvene demo
 
 # A crashed worker fails the run at once (xdist would otherwise replace it and, with
-# --dist loadfile, can wait forever for the file it never reschedules).
+# --dist loadfile, can wait forever for the file it never reschedules). Two runs, so that no
+# worker process lives through the whole suite (see tests/conftest.py).
+MODEL_TESTS := tests/models tests/families tests/adapters tests/pretrained
+PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile --max-worker-restart=0
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile --max-worker-restart=0
+	$(PYTEST) $(MODEL_TESTS)
+	$(PYTEST) $(addprefix --ignore=,$(MODEL_TESTS))
 
 # Only the paths named: testpaths (and jaxvene/'s doctests, which need transformers 4) stay out.
 test-tf5: $(TF5_VENV)/.installed

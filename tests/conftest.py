@@ -49,3 +49,18 @@ def flax_llama():
         initializer_range=0.3,
     )
     return transformers.FlaxLlamaForCausalLM(config, seed=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program after each test module. A test worker compiles thousands of
+    programs; without this its memory only grows, and twice a long-lived worker crashed inside
+    XLA's CPU compiler (a segfault in `backend_compile_and_load`) late in the run, in tests
+    that pass on their own."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

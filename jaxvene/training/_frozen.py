@@ -19,8 +19,10 @@ from the lowest intervened one up, `(L - first) * T * 2 * KV * Dh` numbers, and 
 units read. Built batch by batch, on the device the batch is on.
 
 Supported plans: parallel mode, every placement at a pyvene component of a model with a layer
-stack (`jv.adapters.layer_stack`), unit "pos", "h" or "h.pos". Anything else is refused
-with the reason (train uncached then).
+stack (`jv.adapters.layer_stack`), unit "pos", "h" or "h.pos". Any other parallel plan (a
+model without a layer stack, such as an MLP or any JAX function, or module-path sites) gets a
+cache of the source activations only: the base run is then the whole model, and only the
+source runs are saved. Serial mode and `None` sources are refused with the reason.
 """
 
 from __future__ import annotations
@@ -32,26 +34,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..adapters._adapt import layer_stack
+from ..core._protocols import LayerwiseModel
 from ..core._run import Execution
 from ..core._write import write
 
 __all__ = ["cache_frozen", "cached_logits"]
 
 
-def _local_sites(stack, plan):
-    """Per placement, `(layer-relative site, layer)`; refuses what a cache cannot serve."""
+def _local_sites(adapter, plan):
+    """`(stack, per placement (layer-relative site, layer))` when the layer stack can serve the
+    plan, else `(None, None)` (a cache of the sources only)."""
     if plan.mode != "parallel":
         raise NotImplementedError("a frozen cache needs mode='parallel' (serial mode chains the source runs)")
+    supports = getattr(adapter, "supports", None)
+    if not isinstance(adapter, LayerwiseModel) or (supports is not None and not supports(LayerwiseModel)):
+        return None, None
+    stack = adapter.layer_stack()
     out = []
     for p in plan.placements:
         if p.site.layer is None or not p.site.component or p.unit not in ("pos", "h", "h.pos"):
-            raise NotImplementedError(
-                f"a frozen cache serves pyvene components in a layer at unit pos, h or h.pos; "
-                f"{p.site.describe()} (unit {p.unit!r}) is not one: train without cached="
-            )
-        out.append((stack.local_site(p.site.component), int(p.site.layer)))
-    return tuple(out)
+            return None, None
+        try:
+            out.append((stack.local_site(p.site.component), int(p.site.layer)))
+        except ValueError:  # not a component of the stack's layers
+            return None, None
+    return stack, tuple(out)
 
 
 def _positions(unit, loc):
@@ -92,34 +99,53 @@ def cache_frozen(model, batches: Iterable[dict], params=None, start: int | None 
     """
     batches = list(batches)
     adapter, plan = model.adapter, model.plan()
-    stack = layer_stack(adapter, "a frozen cache")
-    sites = _local_sites(stack, plan)
+    stack, sites = _local_sites(adapter, plan)
     params = _own_params(model) if params is None else params
-    if start is None:
-        start = min(_first_position(plan, b) for b in batches) if batches else 0
-    if start > 0 and not getattr(stack, "causal", False):
-        raise NotImplementedError(f"positions before {start} can be skipped only in a causal decoder")
-    first = min(layer for _, layer in sites)
     for b in batches:
         if any(source is None for source in b["sources"]):
             raise NotImplementedError("a frozen cache needs every source group's input (no None sources)")
     interventions = model.intervention_params()
+    if stack is None:
+        if start:
+            raise NotImplementedError("start= needs a layer stack serving the plan (this cache holds sources only)")
+        return [_cache_sources(adapter, plan, params, interventions, b) for b in batches]
+    if start is None:
+        start = min(_first_position(plan, b) for b in batches) if batches else 0
+        start = start if getattr(stack, "causal", False) else 0
+    if start > 0 and not getattr(stack, "causal", False):
+        raise NotImplementedError(f"positions before {start} can be skipped only in a causal decoder")
+    first = min(layer for _, layer in sites)
     return [_cache_one(adapter, plan, stack, first, int(start), params, interventions, b) for b in batches]
+
+
+def _execution(adapter, plan, params, interventions, batch, sources=None):
+    return Execution(
+        adapter,
+        plan,
+        params,
+        interventions,
+        batch["sources"] if sources is None else sources,
+        batch["locations"],
+        batch.get("subspaces"),
+        batch.get("source_representations"),
+    )
+
+
+@eqx.filter_jit
+def _cache_sources(adapter, plan, params, interventions, batch):
+    reads = _execution(adapter, plan, params, interventions, batch).run_sources()
+    cache = {k: batch[k] for k in ("base", "locations", "subspaces", "source_representations") if k in batch}
+    cache["source_reads"] = tuple(reads.get(("get", i)) for i in range(len(plan.placements)))
+    for name in ("labels", "logit_positions"):
+        if batch.get(name) is not None:
+            cache[name] = batch[name]
+    return cache
 
 
 @eqx.filter_jit
 def _cache_one(adapter, plan, stack, first, start, params, interventions, batch):
     base = adapter.prepare(batch["base"]) if "attention_mask" not in batch["base"] else batch["base"]
-    ex = Execution(
-        adapter,
-        plan,
-        params,
-        interventions,
-        batch["sources"],
-        batch["locations"],
-        batch.get("subspaces"),
-        batch.get("source_representations"),
-    )
+    ex = _execution(adapter, plan, params, interventions, batch)
     reads = ex.run_sources()
     if getattr(stack, "causal", False):
         hs, kv = stack.scan_kv(params, base)
@@ -150,8 +176,14 @@ def cached_logits(model_or_adapter, plan, params, interventions: Sequence, cache
     layers from the lowest intervened one up, on the cached positions only. Differentiable in
     `interventions`; pure."""
     adapter = getattr(model_or_adapter, "adapter", model_or_adapter)
-    stack = layer_stack(adapter, "a frozen cache")
-    sites = _local_sites(stack, plan)
+    if "source_reads" in cache:  # sources only: the whole base run, on the cached source units
+        reads = {("get", i): r for i, r in enumerate(cache["source_reads"]) if r is not None}
+        ex = _execution(adapter, plan, params, interventions, cache, sources=({},) * plan.num_groups)
+        outputs, _ = ex.model_pass(cache["base"], ex.final_setters(), (), reads, cache.get("logit_positions"))
+        return outputs["logits"]
+    stack, sites = _local_sites(adapter, plan)
+    if stack is None:  # pragma: no cover - a stack cache is only built when the stack serves the plan
+        raise ValueError("this cache was built for a layer stack that does not serve this plan")
     first = min(layer for _, layer in sites)
     base = cache["base"]
     start = base["attention_mask"].shape[1] - cache["hidden"].shape[1]

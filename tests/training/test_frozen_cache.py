@@ -117,11 +117,71 @@ def test_head_units_and_refusals(flax_llama):
     )
     ours = jv.training.cached_logits(jm, jm.plan(), jm.adapter.params, jm.intervention_params(), cache)
     np.testing.assert_allclose(ours, ref["logits"], rtol=1e-5, atol=1e-5)
-    # a module path is no layer-stack component; serial mode chains sources
+    # a module path is no layer-stack component: the cache then holds the source activations
+    # only, and the base runs whole
     path = jv.IntervenableModel(
         jv.IntervenableConfig([{"component": "model.layers[1].mlp.output"}], intervention_types=jv.VanillaIntervention),
         flax_llama,
     )
     b = jv.training.make_batch(path, base, [src], {"sources->base": 2}, labels=[3, 4])
-    with pytest.raises(NotImplementedError, match="train without cached="):
-        jv.training.cache_frozen(path, [b])
+    (sources_only,) = jv.training.cache_frozen(path, [b])
+    assert "hidden" not in sources_only
+    _, ref = path({"input_ids": base["input_ids"]}, [{"input_ids": src["input_ids"]}], {"sources->base": 2})
+    ours = jv.training.cached_logits(path, path.plan(), path.adapter.params, path.intervention_params(), sources_only)
+    np.testing.assert_allclose(ours[:, -1], ref.logits[:, -1], rtol=1e-5, atol=1e-5)
+    # serial mode chains the source runs; a None source turns placements off
+    serial = jv.IntervenableModel(
+        jv.IntervenableConfig(
+            [{"layer": 0, "component": "block_output"}, {"layer": 1, "component": "block_output"}],
+            intervention_types=jv.VanillaIntervention,
+            mode="serial",
+        ),
+        flax_llama,
+    )
+    b = jv.training.make_batch(serial, base, [src, src], {"source_0->source_1": 2, "source_1->base": 2}, labels=[3, 4])
+    with pytest.raises(NotImplementedError, match="serial mode"):
+        jv.training.cache_frozen(serial, [b])
+    b = jv.training.make_batch(jm, base, [None], {"sources->base": (loc, loc)}, labels=[3, 4])
+    with pytest.raises(NotImplementedError, match="no None sources"):
+        jv.training.cache_frozen(jm, [b])
+
+
+def test_a_model_without_a_layer_stack_caches_its_sources():
+    """The shipped hierarchical-equality MLP (no layer stack): the cached step's loss and
+    gradients are the full step's."""
+    from jaxvene.pretrained import load_hierarchical_equality_model
+
+    mlp = load_hierarchical_equality_model()
+    reps = [
+        {"layer": 0, "component": "block_output", "subspace_partition": [[0, 8], [8, 16]], "intervention_link_key": 0}
+    ] * 2
+    das = jv.IntervenableModel(jv.IntervenableConfig(reps, intervention_types=jv.RotatedSpaceIntervention), mlp)
+    rng = np.random.default_rng(0)
+    x = lambda: {"inputs_embeds": rng.uniform(-1, 1, (8, 16)).astype(np.float32)}
+    batch = jv.training.make_batch(
+        das,
+        x(),
+        [x(), x()],
+        {"sources->base": 0},
+        subspaces=[[[0]] * 8, [[1]] * 8],
+        labels=rng.integers(0, 2, 8),
+        logit_position=None,
+    )
+    (cache,) = jv.training.cache_frozen(das, [batch])
+    assert "source_reads" in cache
+    plan, params = das.plan(), das.adapter.params
+
+    def full(ivs):
+        outputs, _ = jv.core.run(
+            das.adapter, plan, params, ivs, batch["base"], batch["sources"], batch["locations"], batch["subspaces"]
+        )
+        return jv.training.iit_loss(outputs["logits"], batch["labels"])
+
+    def cached(ivs):
+        return jv.training.iit_loss(jv.training.cached_logits(das, plan, params, ivs, cache), batch["labels"])
+
+    ivs = das.intervention_params()
+    (ref, ref_g), (ours, g) = jax.value_and_grad(full)(ivs), jax.value_and_grad(cached)(ivs)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
