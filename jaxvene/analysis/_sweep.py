@@ -6,10 +6,15 @@
 * the clean base run is computed once and cached at every layer; the run for a cell at layer
   `l` starts from the cached input of layer `l` (or of the first layer of its window), so the
   layers below it are never recomputed;
+* in a causal decoder a patch at position p leaves every position before p clean: cells are
+  grouped by position (`suffix_groups`) and a group recomputes only the positions from its
+  first one on, attending to the clean run's cached keys and values before it;
 * the source run is computed once, and its activations at every layer are cached;
-* the head (final norm and unembedding) runs only at `metric_positions`;
+* the head (final norm and unembedding) runs only at `metric_positions`, and for all cells
+  of all layers together at the end (one pass over the unembedding matrix, not one a chunk);
 * the layer index is data: one program, compiled once, serves every layer; cells of a layer
-  are `vmap`-ed in chunks of `chunk_size` (memory is bounded by the chunk), with a progress bar.
+  are `vmap`-ed in chunks of `chunk_size` (memory is bounded by the chunk), with a progress bar,
+  and the chunks are dispatched without waiting for each other.
 
 Cost: with `L` layers, `C` cells per layer, batch `B` and `T` tokens, the cells run
 `B * T * C * sum_l (L - l) ~= B * T * C * L**2 / 2` layer-token evaluations (a naive loop runs
@@ -238,45 +243,64 @@ def sweep(
 
     stacked = stack.layer_params(params)
     bar = _progress(len(layers) * len(pieces), f"sweep {component}", progress)
-    rows = []
-    for layer in layers:
-        row: list = [None] * len(cells)
+    finals, owners = [], []  # every chunk's final hidden states at the metric positions, and its cells
+    for row, layer in enumerate(layers):
         for start, idx in pieces:
             if key is None:
                 chunk_keys = None
             else:
                 layer_key = jax.random.fold_in(key, layer)
                 chunk_keys = jax.vmap(lambda j, k=layer_key: jax.random.fold_in(k, j))(jnp.asarray(idx))
-            out = _run_chunk(
-                stack,
-                site,
-                unit,
-                window,
-                metric,
-                iv,
-                start,
-                params,
-                stacked,
-                base_in,
-                cached.base_hidden,
-                cached.base_kv,
-                cached.source_values,
-                jnp.int32(layer),
-                jnp.asarray(cells[idx]),
-                chunk_keys,
-                jnp.asarray(metric_pos),
-                subs,
-                out_sharding,
-            )
-            for j, value in zip(idx, np.asarray(out)):
-                row[j] = value
+            finals.append(
+                _run_chunk(
+                    stack,
+                    site,
+                    unit,
+                    window,
+                    iv,
+                    start,
+                    stacked,
+                    base_in,
+                    cached.base_hidden,
+                    cached.base_kv,
+                    cached.source_values,
+                    jnp.int32(layer),
+                    jnp.asarray(cells[idx]),
+                    chunk_keys,
+                    jnp.asarray(metric_pos),
+                    subs,
+                )
+            )  # dispatched without waiting: the chunks queue on the device
+            owners.append(row * len(cells) + idx)
             if bar is not None:
                 bar.update(1)
-        values = np.stack(row)
-        rows.append(values.reshape(grid_shape + values.shape[1:]))
+    # the head (final norm, unembedding) and the metric for all cells of all layers at once, in
+    # pieces of at most ~2**27 logits: one pass over the unembedding matrix, not one per chunk
+    h = jnp.concatenate(finals)
+    vocab_rows = batch * len(metric_pos) * max(1, int(getattr(stack.adapter, "vocab_size", 0) or 1))
+    per_call = max(1, min(len(h), 2**27 // vocab_rows))
+    values = np.concatenate(
+        [
+            np.asarray(_head_metric(stack, metric, params, h[i : i + per_call], out_sharding))
+            for i in range(0, len(h), per_call)
+        ]
+    )
+    out = np.empty((len(layers) * len(cells),) + values.shape[1:], values.dtype)
+    out[np.concatenate(owners)] = values  # padded cells repeat a real one: same value
     if bar is not None:
         bar.close()
-    return np.stack(rows)
+    return out.reshape((len(layers),) + grid_shape + values.shape[1:])
+
+
+@eqx.filter_jit
+def _head_metric(stack, metric, params, h, out_sharding=None):
+    """`metric(head(h))` per cell of `h` `(cells, B, K, D)`. With `out_sharding` the (small)
+    metric values are replicated inside the program, so every process can read them even
+    when the batch is spread over several processes."""
+    out = jax.vmap(lambda x: metric(stack.head(params, x)))(h)
+    if out_sharding is None:
+        return out
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, out_sharding), out)
 
 
 @eqx.filter_jit
@@ -285,10 +309,8 @@ def _run_chunk(
     site,
     unit,
     window,
-    metric,
     iv,
     start,
-    params,
     stacked,
     base_in,
     hs,
@@ -299,12 +321,10 @@ def _run_chunk(
     keys,
     metric_positions,
     subspaces,
-    out_sharding=None,
 ):
-    """The metric for a chunk of cells of one layer; compiled once per sweep configuration
-    (non-array arguments are static, arrays, the layer index included, are traced). With
-    `out_sharding` the (small) metric values are replicated inside the program, so every
-    process can read them even when the batch is spread over several processes.
+    """The final hidden states at the metric positions `(cells, B, K, D)` for a chunk of cells
+    of one layer; compiled once per sweep configuration (non-array arguments are static,
+    arrays, the layer index included, are traced).
 
     With a suffix `start` (static), every cell's position is `>= start`: only positions
     `start ..` are recomputed, on the clean keys and values `kv` before them (the patch is
@@ -339,12 +359,9 @@ def _run_chunk(
         else:  # positions before `start` keep their clean final state
             h = stack.run_suffix(stacked, h[:, start:], base_in, kv, start, lo, handler=handler, taps={site.tap})
             h = jnp.concatenate([hs[-1][:, :start], h], axis=1)
-        return metric(stack.head(params, h[:, metric_positions]))
+        return h[:, metric_positions]
 
-    out = jax.vmap(one_cell)(cells, keys)
-    if out_sharding is None:
-        return out
-    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, out_sharding), out)
+    return jax.vmap(one_cell)(cells, keys)
 
 
 def _replicated_like(x) -> NamedSharding | None:
