@@ -86,7 +86,7 @@ class LayerStack:
     def _stack_params(self, params):
         stack = _lookup(self._base(params), self.adapter.family.layers)
         layers = [stack[str(i)] for i in range(self.num_layers)]
-        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)
+        return _stack_layers(layers)
 
     # ---------------------------------------------------------------- pieces
     def embed(self, params, inputs) -> jax.Array:
@@ -303,6 +303,13 @@ class LayerStack:
             inputs = self.adapter.prepare(inputs)
         h = self.run_layers(self.layer_params(params), self.embed(params, inputs), inputs, 0)
         return self.head(params, h)
+
+
+@jax.jit
+def _stack_layers(layers):
+    """The layers' param trees stacked leaf by leaf: one compiled program for the whole tree,
+    not one eager `stack` per leaf shape (inlined when traced)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)
 
 
 def _key(path) -> str:

@@ -229,11 +229,11 @@ def sweep(
     groups = auto_suffix_groups(batch, length, len(positions)) if suffix_groups is None else int(suffix_groups)
     if groups < 0:
         raise ValueError(f"suffix_groups must be 0 (off), a positive count or None (auto), got {suffix_groups}")
-    if causal and groups > 0:
-        plan: list[tuple[int | None, np.ndarray]] = list(_suffix_plan(cells[:, -1], groups, length))
-    else:
-        plan = [(None, np.arange(len(cells)))]
-    cached = clean_runs(stack, params, base_in, source_in, site, base_embedding, kv=plan[0][0] is not None)
+    plan: list[tuple[int | None, np.ndarray]] = [(None, np.arange(len(cells)))]
+    if causal and groups > 0:  # a group starting at position 0 recomputes everything: no cache needed
+        plan = [(start or None, members) for start, members in _suffix_plan(cells[:, -1], groups, length)]
+    uses_kv = any(start is not None for start, _ in plan)
+    cached = clean_runs(stack, params, base_in, source_in, site, base_embedding, kv=uses_kv)
     pieces = []  # (start, chunk of cell indices), every chunk `chunk` long (the last padded)
     for start, members in plan:
         chunk = max(1, min(chunk_size, len(members)))
