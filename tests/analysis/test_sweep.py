@@ -165,3 +165,20 @@ def test_causal_suffixes_equal_full_recomputation(name, component, request):
         L = grouped.shape[0]
         for j in (0, 2, 3, 4):  # positions 6, 4, 3, 5
             np.testing.assert_allclose(grouped[:, j, :, 0], np.broadcast_to(clean[:, 0], (L, 2)), atol=1e-5)
+
+
+def test_suffix_plan_covers_every_cell_once():
+    from jaxvene.analysis._sweep import _suffix_plan, auto_suffix_groups
+
+    positions = np.array([6, 1, 4, 3, 5, 1, 0])
+    for groups in (1, 2, 3, 7, 20):
+        plan = _suffix_plan(positions, groups, 8)
+        # at most `groups`, cut where the recomputed work reaches equal shares
+        assert min(groups, 2) <= len(plan) <= min(groups, len(np.unique(positions)))
+        members = np.concatenate([m for _, m in plan])
+        assert sorted(members.tolist()) == list(range(len(positions)))
+        for start, m in plan:
+            assert start == positions[m].min()  # a group starts at its first position
+        starts = [s for s, _ in plan]
+        assert starts == sorted(starts)
+    assert auto_suffix_groups(1, 12, 12) == 1 and auto_suffix_groups(1, 64, 64) == 4 and auto_suffix_groups(1, 64, 2) == 2
