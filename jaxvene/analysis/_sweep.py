@@ -83,11 +83,12 @@ def auto_suffix_groups(batch: int, length: int, n_positions: int) -> int:
 
     Each group is one more compiled program (its suffix length is a static shape) and splits
     the cells of a layer into smaller chunks; on a short sequence the layers' weights, not the
-    tokens, dominate a chunk's cost. Measured on the 2-core CPU (`bench_sweep.py`): at 12 tokens
-    one group is fastest, at 64 tokens 4 groups beat one by 1.3x. So: one group per 16 token
-    rows, at most 4.
+    tokens, dominate a chunk's cost. Measured on the 2-core CPU (`bench_sweep.py`, 2026-12-06):
+    at 12 tokens one group is fastest; at 64 tokens 4 groups beat one warm (0.34 s vs 0.42 s)
+    but their compiles cost more than that on a first call (3.65 s vs 2.3 s); from a few
+    hundred tokens the suffixes save seconds. So: one group per 64 token rows, at most 4.
     """
-    return int(max(1, min(4, n_positions, (batch * length) // 16)))
+    return int(max(1, min(4, n_positions, (batch * length) // 64)))
 
 
 def _suffix_plan(cell_positions: np.ndarray, groups: int, length: int) -> list[tuple[int, np.ndarray]]:

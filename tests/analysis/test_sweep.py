@@ -181,4 +181,8 @@ def test_suffix_plan_covers_every_cell_once():
             assert start == positions[m].min()  # a group starts at its first position
         starts = [s for s, _ in plan]
         assert starts == sorted(starts)
-    assert auto_suffix_groups(1, 12, 12) == 1 and auto_suffix_groups(1, 64, 64) == 4 and auto_suffix_groups(1, 64, 2) == 2
+    assert (
+        auto_suffix_groups(1, 12, 12) == 1
+        and auto_suffix_groups(1, 256, 256) == 4
+        and auto_suffix_groups(2, 64, 64) == 2
+    )
