@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from .._hosts import local_values
+from ..core._flax_params import check_params, unchecked_param_shapes
 from ..core._hooks import flax_apply, handling
 from ..core._positions import position_ids_from_mask
 from ..core._programs import identity
@@ -253,11 +254,19 @@ class HFFlaxAdapter:
         """
         if any(k not in inputs for k in ("attention_mask", "position_ids") if k in self.family.inputs):
             inputs = self.prepare(inputs)
+        check_params(params, self.params)
         if logit_positions is not None and self.family.unembed is not None and self.prefix:
             return {"logits": self._logits_at(params, inputs, logit_positions)}
-        out = flax_apply(
-            self.module, {"params": params}, **inputs, deterministic=True, return_dict=True, **self.family.call_kwargs
-        )
+        with unchecked_param_shapes():
+            out = flax_apply(
+                self.module,
+                {"params": params},
+                **inputs,
+                deterministic=True,
+                return_dict=True,
+                **self.family.call_kwargs,
+            )
+        self.__dict__.setdefault("_out_cls", type(out))  # what wrap_output rebuilds: no trace of its own
         out = {k: v for k, v in out.items() if v is not None}
         if logit_positions is not None:
             if "logits" not in out:
@@ -272,15 +281,16 @@ class HFFlaxAdapter:
         def body(module, **kwargs):
             return getattr(module, base_name)(**kwargs)
 
-        out = flax_apply(
-            self.module,
-            {"params": params},
-            **inputs,
-            deterministic=True,
-            return_dict=True,
-            method=body,
-            **self.family.call_kwargs,
-        )
+        with unchecked_param_shapes():  # checked by apply
+            out = flax_apply(
+                self.module,
+                {"params": params},
+                **inputs,
+                deterministic=True,
+                return_dict=True,
+                method=body,
+                **self.family.call_kwargs,
+            )
         hidden = out["last_hidden_state"]  # after the final norm
         hidden = jnp.take_along_axis(hidden, jnp.asarray(positions)[..., None], axis=1)
         return self.family.unembed(params, hidden, self.config)
@@ -309,17 +319,19 @@ class HFFlaxAdapter:
         """`input_ids` against `cache`: the last position's logits `(B, V)` and the new cache."""
         # Families without position ids (BLOOM: ALiBi) derive positions from the whole-cache mask.
         positions = {"position_ids": position_ids} if "position_ids" in self.family.inputs else {}
-        out, mutated = flax_apply(
-            self.module,
-            {"params": params, "cache": cache},
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            **positions,
-            deterministic=True,
-            init_cache=False,
-            return_dict=True,
-            mutable=["cache"],
-        )
+        check_params(params, self.params)
+        with unchecked_param_shapes():
+            out, mutated = flax_apply(
+                self.module,
+                {"params": params, "cache": cache},
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                **positions,
+                deterministic=True,
+                init_cache=False,
+                return_dict=True,
+                mutable=["cache"],
+            )
         return out["logits"][:, -1], mutated["cache"]
 
     # ------------------------------------------------------------------ outputs
@@ -352,13 +364,14 @@ class HFFlaxAdapter:
         if "_out_cls" not in self.__dict__:
 
             def run(params):
-                return self.module.apply(
-                    {"params": params},
-                    **self.dummy_inputs(),
-                    deterministic=True,
-                    return_dict=True,
-                    **self.family.call_kwargs,
-                )
+                with unchecked_param_shapes():  # the model's own params
+                    return self.module.apply(
+                        {"params": params},
+                        **self.dummy_inputs(),
+                        deterministic=True,
+                        return_dict=True,
+                        **self.family.call_kwargs,
+                    )
 
             self._out_cls = type(jax.eval_shape(run, self.params))
         return self._out_cls

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core._flax_params import check_params, unchecked_param_shapes
 from ..core._hooks import handling
 from ..core._sites import Site
 from ..families._spec import _lookup
@@ -65,12 +66,15 @@ class LayerStack:
         return params[self._root] if self._root else params
 
     def _on_base(self, params, fn, *args):
-        """`fn(base, *args)` with the base model's modules bound to `params`."""
+        """`fn(base, *args)` with the base model's modules bound to `params` (checked against
+        the model's own: Flax's per-param check is skipped, see `jaxvene.core._flax_params`)."""
 
         def method(module, *args):
             return fn(getattr(module, self._root) if self._root else module, *args)
 
-        return self.adapter.module.apply({"params": params}, *args, method=method)
+        check_params(params, self.adapter.params)
+        with unchecked_param_shapes():
+            return self.adapter.module.apply({"params": params}, *args, method=method)
 
     def layer_params(self, params):
         """The layers' params stacked on a leading axis of length `num_layers` (cached for the
@@ -84,6 +88,7 @@ class LayerStack:
         return stacked
 
     def _stack_params(self, params):
+        check_params(params, self.adapter.params)
         stack = _lookup(self._base(params), self.adapter.family.layers)
         layers = [stack[str(i)] for i in range(self.num_layers)]
         return _stack_layers(layers)
@@ -120,11 +125,13 @@ class LayerStack:
 
         def branch(module):
             def call(layer_params, h, cache):
-                if cache is None:
-                    return module.apply({"params": layer_params}, h, inputs, method=self.spec.call), None
-                out, variables = module.apply(
-                    {"params": layer_params, "cache": cache}, h, inputs, method=self.spec.call, mutable=["cache"]
-                )
+                # a slice of the stacked params, whose tree layer_params checked
+                with unchecked_param_shapes():
+                    if cache is None:
+                        return module.apply({"params": layer_params}, h, inputs, method=self.spec.call), None
+                    out, variables = module.apply(
+                        {"params": layer_params, "cache": cache}, h, inputs, method=self.spec.call, mutable=["cache"]
+                    )
                 return out, variables["cache"]
 
             def run(layer_params, h, cache):
