@@ -41,13 +41,16 @@ class _SkipParamShapeCheck:
         return self._real.eval_shape(fn, *args, **kwargs)
 
 
-try:  # pragma: no branch - flax's layout of the day
-    import flax.core.scope as _scope
-except ImportError:  # pragma: no cover
-    _scope = None  # type: ignore[assignment]
+def _install() -> None:
+    try:
+        import flax.core.scope as scope
+    except ImportError:  # pragma: no cover - flax's layout of the day
+        return
+    if getattr(scope, "jax", None) is jax:
+        setattr(scope, "jax", _SkipParamShapeCheck(jax))  # noqa: B010 (a module attribute of flax's)
 
-if _scope is not None and getattr(_scope, "jax", None) is jax:
-    _scope.jax = _SkipParamShapeCheck(jax)  # type: ignore[attr-defined]
+
+_install()
 
 
 @contextlib.contextmanager
@@ -68,7 +71,7 @@ def check_params(params, reference, what: str = "params") -> None:
         return
     got, tree = jax.tree_util.tree_flatten_with_path(params)
     want, ref_tree = jax.tree_util.tree_flatten_with_path(reference)
-    if tree != ref_tree:
+    if str(tree) != str(ref_tree):
         have = {jax.tree_util.keystr(p) for p, _ in got}
         need = {jax.tree_util.keystr(p) for p, _ in want}
         missing, extra = sorted(need - have)[:3], sorted(have - need)[:3]
