@@ -185,3 +185,21 @@ def test_a_model_without_a_layer_stack_caches_its_sources():
     np.testing.assert_allclose(ours, ref, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_cached_training_on_a_mesh_equals_one_device(flax_gpt2):
+    """The cache is built from the sharded batches, so it is sharded like them: two devices
+    train the same intervention as one."""
+    if len(jax.devices()) < 2:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    from jax.sharding import Mesh
+
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:2]):
+        jm, batch = _setup(flax_gpt2, REPS["one"])
+        mesh = Mesh(np.array(devices), ("data",))
+        jv.training.train_interventions(jm, [batch], optax.adam(0.05), epochs=3, mesh=mesh, progress=False, cached=True)
+        results.append(np.asarray(jax.tree_util.tree_leaves(jm.intervention_params())[0]))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-4, atol=1e-6)
+    (cache,) = jv.training.cache_frozen(jm, [jv.training.shard_batch(batch, mesh)])
+    assert len(cache["hidden"].sharding.device_set) == 2  # on the batch's devices
