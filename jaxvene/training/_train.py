@@ -5,6 +5,9 @@ argument that is never differentiated; the source runs and the base run below th
 layer do not depend on the trained params, so `jax.grad` evaluates them once (forward only)
 and differentiates just the layers above the intervention; the unembedding runs only at the
 positions the loss reads (`logit_positions`). Nothing is recomputed inside the gradient.
+Across epochs, `cached=True` goes further: what does not depend on the interventions is
+computed once per batch (:mod:`jaxvene.training._frozen`), and a step runs only the layers
+and positions the interventions can change.
 
 Data-parallel: pass a `jax.sharding.Mesh` with a "data" axis; the batch is sharded along it
 and the params and optimizer state are replicated. The same code runs on one device or many,
