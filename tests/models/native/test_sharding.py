@@ -152,4 +152,15 @@ def test_causal_trace_and_a_batch_sharded_sweep_equal_the_unsharded_model(pair):
     )
     want = jv.sweep(plain, {"input_ids": IDS}, {"input_ids": SRC}, metric=metric, progress=False)
     np.testing.assert_allclose(grid, want, atol=1e-4)
+    # causal suffixes on the sharded batch and params: the cached keys and values are sharded too
+    grouped = jv.sweep(
+        sharded,
+        {"input_ids": ids},
+        {"input_ids": src},
+        metric=metric,
+        params=sharded.params,
+        progress=False,
+        suffix_groups=3,
+    )
+    np.testing.assert_allclose(grouped, want, atol=1e-4)
     assert _specs(sharded.params) == before
